@@ -1,0 +1,164 @@
+"""``FVQModel``: a LlamaGen-style VQ tokenizer whose quantizer is FVQ's VQBridge (or a baseline).
+
+``quantizer_type`` picks the codebook parametrisation:
+    "vqbridge"  FVQ: raw codebook -> VQBridge -> projected codebook (the default)
+    "vq"        plain trainable codebook (LlamaGen VQ; also what a folded FVQ model is)
+    "simvq"     SimVQ: frozen Gaussian codebook x trainable linear map
+
+For inference, ``fold()`` computes the projected codebook once and returns a ``quantizer_type="vq"`` model with
+the same tokens and reconstructions and no bridge weights; ``save_pretrained(..., fold_codebook=True)`` saves that.
+Both kinds load with ``FVQModel.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import ModelMixin, VQModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+
+from .modeling_tokenizer import BACKBONES, VQTokenizerMixin
+from .quantizers import DEFAULT_MAX_SEARCH_ELEMENTS, QUANTIZER_CLASSES
+from .vqbridge import parse_bridge_preset
+
+
+
+class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
+    r"""
+    FVQ (FullVQ) image tokenizer: LlamaGen VQ encoder/decoder + a VQBridge-projected codebook.
+
+    Parameters:
+        in_channels (`int`, defaults to 3): Channels of the input images.
+        out_channels (`int`, defaults to 3): Channels of the reconstructions.
+        block_out_channels (`tuple[int]`, defaults to VQ-16's `(128, 128, 256, 256, 512)`): Channels per level;
+            the downsampling factor is `2 ** (len(block_out_channels) - 1)`.
+        layers_per_block (`int`, defaults to 2): Res blocks per encoder level (the decoder has one more).
+        latent_channels (`int`, defaults to 256): Encoder output channels (LlamaGen's `z_channels`).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
+        dropout (`float`, defaults to 0.0): Dropout inside res blocks.
+        codebook_size (`int`, defaults to 16384): Number of codes K.
+        codebook_dim (`int`, defaults to 256): Code dimension D.
+        quantizer_type (`str`, defaults to `"vqbridge"`): `"vqbridge"`, `"vq"` or `"simvq"`.
+        beta (`float`, defaults to 0.25): Commitment loss weight.
+        codebook_loss_weight (`float`, defaults to 1.0): Codebook loss weight.
+        entropy_loss_weight (`float`, defaults to 0.0): Entropy loss weight (off in FVQ).
+        entropy_temperature (`float`, defaults to 0.01): Temperature of the entropy loss.
+        use_l2_norm (`bool`, defaults to False): Cosine search with l2-normalised codes (LlamaGen's own VQ).
+        bridge_patch_size, bridge_hidden_size, bridge_depth, bridge_num_heads, bridge_mlp_ratio: VQBridge shape
+            (defaults: the official L/4, depth 2, 4 heads, MLP ratio 2). `codebook_size` must be divisible by
+            `bridge_patch_size ** 2`.
+        max_search_elements (`int`, defaults to 2**24): Float32 budget of one block of the distance matrix.
+        sample_size (`int`, defaults to 256): Nominal image size (used by pipelines for defaults).
+    """
+
+    _supports_gradient_checkpointing = False
+    _skip_layerwise_casting_patterns = ["quantize"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (128, 128, 256, 256, 512),
+        layers_per_block: int = 2,
+        latent_channels: int = 256,
+        norm_num_groups: int = 32,
+        dropout: float = 0.0,
+        codebook_size: int = 16384,
+        codebook_dim: int = 256,
+        quantizer_type: str = "vqbridge",
+        beta: float = 0.25,
+        codebook_loss_weight: float = 1.0,
+        entropy_loss_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
+        use_l2_norm: bool = False,
+        bridge_patch_size: int = 4,
+        bridge_hidden_size: int = 256,
+        bridge_depth: int = 2,
+        bridge_num_heads: int = 4,
+        bridge_mlp_ratio: float = 2.0,
+        max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
+        sample_size: int = 256,
+    ):
+        super().__init__()
+        if quantizer_type not in ("vqbridge", "vq", "simvq"):
+            raise ValueError(f"quantizer_type={quantizer_type!r} is not one of 'vqbridge', 'vq', 'simvq'.")
+        kwargs = dict(
+            beta=beta,
+            codebook_loss_weight=codebook_loss_weight,
+            entropy_loss_weight=entropy_loss_weight,
+            entropy_temperature=entropy_temperature,
+            use_l2_norm=use_l2_norm,
+            max_search_elements=max_search_elements,
+        )
+        if quantizer_type == "vqbridge":
+            kwargs.update(
+                bridge_patch_size=bridge_patch_size,
+                bridge_hidden_size=bridge_hidden_size,
+                bridge_depth=bridge_depth,
+                bridge_num_heads=bridge_num_heads,
+                bridge_mlp_ratio=bridge_mlp_ratio,
+            )
+        quantizer = QUANTIZER_CLASSES[quantizer_type](codebook_size, codebook_dim, **kwargs)
+        self._build(
+            quantizer, in_channels, out_channels, block_out_channels, layers_per_block, latent_channels, norm_num_groups, dropout
+        )
+
+    @classmethod
+    def from_preset(cls, backbone: str = "VQ-16", bridge: str | None = "L/4", **overrides) -> FVQModel:
+        """A fresh model from named presets: ``FVQModel.from_preset("VQ-16", "L/8", codebook_size=65536)``.
+
+        ``backbone`` is one of ``BACKBONES`` (VQ-16, VQ-8, cpu-small, tiny); ``bridge`` a VQBridge preset
+        ``"<S|B|L|XL>/<2|4|8>"``, or None with ``quantizer_type`` given in ``overrides``.
+        """
+        if backbone not in BACKBONES:
+            raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
+        config = dict(BACKBONES[backbone])
+        if bridge is not None:
+            config.update(parse_bridge_preset(bridge))
+        config.update(overrides)
+        return cls(**config)
+
+    # ------------------------------------------------------------------ folding and export
+    @torch.no_grad()
+    def fold(self) -> FVQModel:
+        """A ``quantizer_type="vq"`` copy whose plain codebook is this model's projected codebook.
+
+        Same tokens and reconstructions, no bridge (or SimVQ projection) weights: the inference form.
+        """
+        config = dict(self.config)
+        config = {k: v for k, v in config.items() if not k.startswith("_")}
+        config["quantizer_type"] = "vq"
+        folded = FVQModel(**config)
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("quantize.")}
+        state["quantize.embedding.weight"] = self.quantize.project_codebook().detach().float()
+        folded.load_state_dict(state, strict=True)
+        if folded.device != self.device or folded.dtype != self.dtype:
+            folded = folded.to(device=self.device, dtype=self.dtype)
+        return folded.train(self.training)
+
+    def save_pretrained(self, save_directory, *args, fold_codebook: bool = False, **kwargs):
+        """diffusers' ``save_pretrained``; with ``fold_codebook=True`` the folded inference model is saved."""
+        if fold_codebook and self.config.quantizer_type != "vq":
+            return self.fold().save_pretrained(save_directory, *args, **kwargs)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def to_diffusers_vqmodel(self) -> VQModel:
+        """Export to a stock diffusers ``VQModel`` (same indices and reconstructions, no ``fullvq_hf`` needed).
+
+        Possible when the codebook is plain Euclidean: bridge / SimVQ models are folded first; l2-normalised
+        (cosine) codebooks are refused because diffusers' ``VectorQuantizer`` has no normalisation.
+        """
+        if self.config.use_l2_norm:
+            raise ValueError(
+                "This tokenizer uses l2-normalised codes (cosine search); diffusers' VQModel has no such quantizer, "
+                "so it cannot be exported. Keep using FVQModel."
+            )
+        if self.config.quantizer_type != "vq":
+            return self.fold().to_diffusers_vqmodel()
+        from ..convert.diffusers_vq import fullvq_to_diffusers_state_dict, diffusers_vqmodel_config
+
+        vq = VQModel(**diffusers_vqmodel_config(self.config))
+        vq.load_state_dict(fullvq_to_diffusers_state_dict(self.state_dict()))
+        if vq.device != self.device or vq.dtype != self.dtype:
+            vq = vq.to(device=self.device, dtype=self.dtype)
+        return vq.eval()

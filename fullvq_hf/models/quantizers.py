@@ -1,0 +1,296 @@
+"""Vector quantization: one core (chunked nearest-neighbour search, straight-through estimator, losses, stats)
+and the codebook parametrisations built on it.
+
+    VectorQuantizer          plain trainable codebook ``embedding`` (LlamaGen VQ, the baseline)
+    VQBridgeQuantizer        FVQ: raw trainable codebook -> VQBridge -> projected codebook, recomputed every step
+    FrozenCodebookQuantizer  VQGAN-LC: frozen feature codebook (K, F) buffer -> trainable Linear(F -> D)
+    SimVQQuantizer           SimVQ: frozen Gaussian codebook (K, D) buffer -> trainable Linear(D -> D)
+
+Each parametrisation only overrides ``project_codebook() -> (K, D)``; search, losses and statistics are shared.
+
+The search never holds a tokens x codes matrix larger than ``max_search_elements`` float32 values: tokens and codes
+are walked in blocks, keeping a running minimum of ``|e|^2 - 2 z.e`` (``|z|^2`` is constant per token), always in
+float32 (autocast off), whatever the training precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers.utils import BaseOutput
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .vqbridge import VQBridge
+
+DEFAULT_MAX_SEARCH_ELEMENTS = 1 << 24  # 64 MiB of float32 distances per block
+
+
+def _search_blocks(num_tokens: int, num_codes: int, max_elements: int) -> tuple[int, int]:
+    """(token block, code block) sizes whose product stays within ``max_elements``."""
+    max_elements = max(1, int(max_elements))
+    token_block = min(num_tokens, max(1, max_elements // min(num_codes, 4096)))
+    code_block = min(num_codes, max(1, max_elements // token_block))
+    return token_block, code_block
+
+
+@torch.no_grad()
+def nearest_codes(
+    z: torch.Tensor, codebook: torch.Tensor, max_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact squared-L2 nearest neighbour of each row of ``z`` (N, D) among the rows of ``codebook`` (K, D).
+
+    Returns ``(indices (N,) int64, squared distances (N,) float32)``. Ties go to the lowest index, as in
+    ``torch.argmin``. Peak extra memory is ``max_elements`` float32 values plus O(N + K).
+    """
+    if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"nearest_codes expects z (N, D) and codebook (K, D); got {tuple(z.shape)} and {tuple(codebook.shape)}.")
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        z = z.float()
+        codebook = codebook.float()
+        n, k = z.shape[0], codebook.shape[0]
+        codes_sq = codebook.pow(2).sum(1)  # (K,)
+        token_block, code_block = _search_blocks(n, k, max_elements)
+        scratch = torch.empty(token_block * code_block, device=z.device, dtype=torch.float32)
+        indices = torch.empty(n, device=z.device, dtype=torch.long)
+        best = torch.empty(n, device=z.device, dtype=torch.float32)
+        for t0 in range(0, n, token_block):
+            zt = z[t0 : t0 + token_block]  # (tn, D)
+            best_t, idx_t = best[t0 : t0 + len(zt)], indices[t0 : t0 + len(zt)]
+            for c0 in range(0, k, code_block):
+                ct = codebook[c0 : c0 + code_block]  # (kc, D)
+                dist = scratch[: len(zt) * len(ct)].view(len(zt), len(ct))
+                torch.addmm(codes_sq[c0 : c0 + len(ct)], zt, ct.t(), beta=1.0, alpha=-2.0, out=dist)  # (tn, kc)
+                values, local = dist.min(dim=1)
+                if c0 == 0:
+                    best_t.copy_(values)
+                    idx_t.copy_(local)
+                else:
+                    better = values < best_t  # strict: earlier blocks win ties
+                    best_t.copy_(torch.where(better, values, best_t))
+                    idx_t.copy_(torch.where(better, local + c0, idx_t))
+        best += z.pow(2).sum(1)
+        return indices, best.clamp_min_(0)
+
+
+def _entropy_block(z: torch.Tensor, codebook: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over a block of tokens of the per-token entropy and of the soft assignment (K,)."""
+    logits = (2 * z @ codebook.t() - codebook.pow(2).sum(1) - z.pow(2).sum(1, keepdim=True)) / temperature
+    log_probs = logits.log_softmax(dim=-1)
+    probs = log_probs.exp()
+    return -(probs * log_probs).sum(), probs.sum(0)
+
+
+def entropy_loss(
+    z: torch.Tensor, codebook: torch.Tensor, temperature: float = 0.01, max_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS
+) -> torch.Tensor:
+    """LlamaGen's codebook entropy loss (mean per-token entropy minus entropy of the mean assignment),
+    computed over token blocks with activation checkpointing, so memory stays within ``max_elements``."""
+    n, k = z.shape[0], codebook.shape[0]
+    block = max(1, min(n, int(max_elements) // k))
+    sample_entropy, avg_probs = z.new_zeros(()), z.new_zeros(k)
+    for t0 in range(0, n, block):
+        h, p = checkpoint(_entropy_block, z[t0 : t0 + block], codebook, temperature, use_reentrant=False)
+        sample_entropy = sample_entropy + h
+        avg_probs = avg_probs + p
+    avg_probs = avg_probs / n
+    avg_entropy = -(avg_probs * torch.log(avg_probs + 1e-5)).sum()
+    return sample_entropy / n - avg_entropy
+
+
+@dataclass
+class QuantizerOutput(BaseOutput):
+    """
+    Args:
+        quantized (`torch.Tensor` of shape `(batch_size, codebook_dim, height, width)`):
+            Quantised latents with the straight-through estimator (values of the codes, gradient of the input).
+        indices (`torch.LongTensor` of shape `(batch_size, height, width)`): Code index of every position.
+        loss (`torch.Tensor`): Weighted sum of the three terms below.
+        codebook_loss (`torch.Tensor`): ``mean((z_q - sg(z))^2)`` (moves the codebook).
+        commitment_loss (`torch.Tensor`): ``mean((sg(z_q) - z)^2)`` (moves the encoder), weighted by ``beta``.
+        entropy_loss (`torch.Tensor`): LlamaGen's entropy regulariser, zero when disabled.
+        perplexity (`torch.Tensor`): ``exp(entropy)`` of the code histogram of this batch.
+        batch_usage (`torch.Tensor`): Fraction of the codebook hit by this batch.
+    """
+
+    quantized: torch.Tensor
+    indices: torch.LongTensor
+    loss: torch.Tensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    entropy_loss: torch.Tensor
+    perplexity: torch.Tensor
+    batch_usage: torch.Tensor
+
+
+class VectorQuantizer(nn.Module):
+    """Plain VQ with a trainable codebook ``embedding`` (K, D), uniform(-1/K, 1/K) initialisation.
+
+    Args:
+        codebook_size: number of codes K.
+        codebook_dim: code dimension D.
+        beta: weight of the commitment loss.
+        codebook_loss_weight: weight of the codebook loss.
+        entropy_loss_weight: weight of the entropy loss (0 disables it and costs nothing).
+        entropy_temperature: temperature of the soft assignment in the entropy loss.
+        use_l2_norm: cosine search: l2-normalise latents and codes (LlamaGen's own tokenizer).
+        max_search_elements: float32 budget of one block of the distance matrix.
+    """
+
+    def __init__(
+        self,
+        codebook_size: int,
+        codebook_dim: int,
+        beta: float = 0.25,
+        codebook_loss_weight: float = 1.0,
+        entropy_loss_weight: float = 0.0,
+        entropy_temperature: float = 0.01,
+        use_l2_norm: bool = False,
+        max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
+    ):
+        super().__init__()
+        if codebook_size < 1 or codebook_dim < 1:
+            raise ValueError(f"codebook_size and codebook_dim must be positive, got {codebook_size} and {codebook_dim}.")
+        self.codebook_size, self.codebook_dim = codebook_size, codebook_dim
+        self.beta, self.codebook_loss_weight = beta, codebook_loss_weight
+        self.entropy_loss_weight, self.entropy_temperature = entropy_loss_weight, entropy_temperature
+        self.use_l2_norm = use_l2_norm
+        self.max_search_elements = max_search_elements
+        self._init_codebook()
+
+    def _init_codebook(self) -> None:
+        self.embedding = nn.Embedding(self.codebook_size, self.codebook_dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / self.codebook_size, 1.0 / self.codebook_size)
+
+    def project_codebook(self) -> torch.Tensor:
+        """The parametrisation: trainable weights -> codebook (K, D). Subclasses override this only."""
+        return self.embedding.weight
+
+    def get_codebook(self) -> torch.Tensor:
+        """The codebook the search runs against (K, D): projected, and l2-normalised when ``use_l2_norm``."""
+        codebook = self.project_codebook()
+        return F.normalize(codebook, dim=-1) if self.use_l2_norm else codebook
+
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:  # z: (B, D, h, w)
+        b, d, h, w = z.shape
+        if d != self.codebook_dim:
+            raise ValueError(f"The quantizer expects latents with codebook_dim={self.codebook_dim} channels, got {d}.")
+        codebook = self.get_codebook().float()  # (K, D)
+        z_flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()  # (N, D)
+        if self.use_l2_norm:
+            z_flat = F.normalize(z_flat, dim=-1)
+        indices, _ = nearest_codes(z_flat.detach(), codebook.detach(), self.max_search_elements)
+        z_q = F.embedding(indices, codebook)  # (N, D), gradient reaches the codebook (and its projector)
+        codebook_loss = F.mse_loss(z_q, z_flat.detach())
+        commitment_loss = F.mse_loss(z_flat, z_q.detach())
+        ent = (
+            entropy_loss(z_flat, codebook, self.entropy_temperature, self.max_search_elements)
+            if self.entropy_loss_weight > 0
+            else z_flat.new_zeros(())
+        )
+        loss = self.codebook_loss_weight * codebook_loss + self.beta * commitment_loss + self.entropy_loss_weight * ent
+        z_st = z_flat + (z_q - z_flat).detach()  # straight-through
+        quantized = z_st.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
+        with torch.no_grad():
+            counts = torch.bincount(indices, minlength=self.codebook_size).float()
+            probs = counts / counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs.clamp_min(1e-12))).sum())
+            batch_usage = (counts > 0).float().mean()
+        return QuantizerOutput(
+            quantized=quantized,
+            indices=indices.reshape(b, h, w),
+            loss=loss,
+            codebook_loss=codebook_loss,
+            commitment_loss=commitment_loss,
+            entropy_loss=ent,
+            perplexity=perplexity,
+            batch_usage=batch_usage,
+        )
+
+    @torch.no_grad()
+    def search(self, z: torch.Tensor) -> torch.LongTensor:
+        """Indices only (no losses, no graph): (B, D, h, w) -> (B, h, w)."""
+        b, d, h, w = z.shape
+        z_flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
+        if self.use_l2_norm:
+            z_flat = F.normalize(z_flat, dim=-1)
+        codebook = self.get_codebook().float()
+        return nearest_codes(z_flat, codebook, self.max_search_elements)[0].reshape(b, h, w)
+
+    def lookup(self, indices: torch.LongTensor) -> torch.Tensor:
+        """Code vectors of ``indices`` (B, h, w) as latents (B, D, h, w)."""
+        codebook = self.get_codebook()
+        return F.embedding(indices, codebook).permute(0, 3, 1, 2).contiguous()
+
+
+class VQBridgeQuantizer(VectorQuantizer):
+    """FVQ: the raw codebook ``embedding`` is passed through a ``VQBridge`` every step; search runs against
+    ``C' = qbridge(embedding)``, so every code receives gradient through the shared bridge."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        codebook_dim: int,
+        bridge_patch_size: int = 4,
+        bridge_hidden_size: int = 256,
+        bridge_depth: int = 2,
+        bridge_num_heads: int = 4,
+        bridge_mlp_ratio: float = 2.0,
+        **kwargs,
+    ):
+        self._bridge_args = dict(
+            patch_size=bridge_patch_size,
+            hidden_size=bridge_hidden_size,
+            depth=bridge_depth,
+            num_heads=bridge_num_heads,
+            mlp_ratio=bridge_mlp_ratio,
+        )
+        super().__init__(codebook_size, codebook_dim, **kwargs)
+
+    def _init_codebook(self) -> None:
+        super()._init_codebook()
+        self.qbridge = VQBridge(self.codebook_size, self.codebook_dim, **self._bridge_args)
+
+    def project_codebook(self) -> torch.Tensor:
+        return self.qbridge(self.embedding.weight)
+
+
+class FrozenCodebookQuantizer(VectorQuantizer):
+    """VQGAN-LC: a frozen codebook of pretrained features ``frozen_codebook`` (K, F) (a buffer: never trained,
+    never in an optimizer) and a trainable ``codebook_projection`` Linear(F -> D), weight ~ N(0, D^-1/2)."""
+
+    def __init__(self, codebook_size: int, codebook_dim: int, codebook_feature_dim: int = 768, **kwargs):
+        self.codebook_feature_dim = codebook_feature_dim
+        super().__init__(codebook_size, codebook_dim, **kwargs)
+
+    def _init_codebook(self) -> None:
+        # Placeholder features until ``load_codebook`` (or from_pretrained) fills them in.
+        self.register_buffer("frozen_codebook", torch.randn(self.codebook_size, self.codebook_feature_dim))
+        self.codebook_projection = nn.Linear(self.codebook_feature_dim, self.codebook_dim)
+        nn.init.normal_(self.codebook_projection.weight, std=self.codebook_dim**-0.5)
+        nn.init.zeros_(self.codebook_projection.bias)
+
+    def project_codebook(self) -> torch.Tensor:
+        return self.codebook_projection(self.frozen_codebook.to(self.codebook_projection.weight.dtype))
+
+
+class SimVQQuantizer(VectorQuantizer):
+    """SimVQ: a frozen Gaussian codebook ``frozen_codebook`` (K, D), std D^-1/2, times one trainable
+    ``embedding_proj`` Linear(D -> D)."""
+
+    def _init_codebook(self) -> None:
+        self.register_buffer("frozen_codebook", torch.randn(self.codebook_size, self.codebook_dim) * self.codebook_dim**-0.5)
+        self.embedding_proj = nn.Linear(self.codebook_dim, self.codebook_dim)
+
+    def project_codebook(self) -> torch.Tensor:
+        return self.embedding_proj(self.frozen_codebook.to(self.embedding_proj.weight.dtype))
+
+
+QUANTIZER_CLASSES = {
+    "vq": VectorQuantizer,
+    "vqbridge": VQBridgeQuantizer,
+    "frozen": FrozenCodebookQuantizer,
+    "simvq": SimVQQuantizer,
+}
