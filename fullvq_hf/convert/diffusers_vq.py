@@ -48,7 +48,7 @@ def diffusers_vqmodel_config(config) -> dict:
         vq_embed_dim=config["codebook_dim"],
         norm_num_groups=config["norm_num_groups"],
         sample_size=config.get("sample_size", 256),
-        scaling_factor=1.0,
+        scaling_factor=config.get("scaling_factor", 1.0),
     )
 
 

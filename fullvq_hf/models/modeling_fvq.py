@@ -48,6 +48,8 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
             `bridge_patch_size ** 2`.
         max_search_elements (`int`, defaults to 2**24): Float32 budget of one block of the distance matrix.
         sample_size (`int`, defaults to 256): Nominal image size (used by pipelines for defaults).
+        scaling_factor (`float`, defaults to 1.0): Latent scale read by diffusers pipelines (`LDMPipeline` divides
+            latents by it before `decode`).
     """
 
     _supports_gradient_checkpointing = False
@@ -78,6 +80,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         bridge_mlp_ratio: float = 2.0,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
         sample_size: int = 256,
+        scaling_factor: float = 1.0,
     ):
         super().__init__()
         if quantizer_type not in ("vqbridge", "vq", "simvq"):

@@ -49,6 +49,7 @@ class VQGANLCModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         entropy_temperature: float = 0.01,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
         sample_size: int = 256,
+        scaling_factor: float = 1.0,
     ):
         super().__init__()
         quantizer = FrozenCodebookQuantizer(

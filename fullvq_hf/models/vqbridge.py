@@ -45,7 +45,7 @@ def bridge_grid(codebook_size: int, patch_size: int) -> tuple[int, int]:
     if patch_size < 1 or codebook_size % p2 != 0:
         lower = (codebook_size // p2) * p2
         upper = lower + p2
-        options = ", ".join(str(k) for k in (lower, upper) if k > 0)
+        options = " or ".join(str(k) for k in (lower, upper) if k > 0)
         raise ValueError(
             f"codebook_size={codebook_size} cannot be laid out for a VQBridge with bridge_patch_size={patch_size}: "
             f"it must be divisible by bridge_patch_size**2 = {p2}. Use codebook_size {options}, "
