@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from fullvq_hf import CodebookUsage, FVQModel
@@ -30,7 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--codebook-size", type=int, default=16384)
     p.add_argument("--codebook-dim", type=int, default=16)
     p.add_argument("--bridge", default="S/4", help="VQBridge preset <S|B|L|XL>/<patch>")
-    p.add_argument("--steps", type=int, default=400, help="training steps per tokenizer")
+    p.add_argument("--steps", type=int, default=300, help="training steps per tokenizer")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--eval-images", type=int, default=10000, help="test images tokenized for usage / PSNR")
@@ -99,10 +99,19 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().squeeze(1).numpy()
 
 
-def save_grid(rows: list[torch.Tensor], path: Path, scale: int = 3) -> None:
+def save_grid(rows: list[torch.Tensor], labels: list[str], path: Path, scale: int = 3, margin: int = 150) -> None:
+    """One row of images per entry, each row labelled on the left."""
     tiles = [np.concatenate(list(to_uint8(r)), axis=1) for r in rows]
-    grid = np.concatenate(tiles, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
+    grid = Image.fromarray(np.concatenate(tiles, axis=0))
+    grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
+    canvas = Image.new("L", (grid.width + margin, grid.height), color=255)
+    canvas.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    row_h = grid.height // len(rows)
+    for i, label in enumerate(labels):
+        for j, line in enumerate(label.split("\n")):
+            draw.text((6, i * row_h + row_h // 2 - 12 + 12 * j), line, fill=0)
+    canvas.save(path)
 
 
 def main(argv=None):
@@ -112,7 +121,7 @@ def main(argv=None):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_x = to_pixels(load_fashion_mnist("train")[0])
     test_x = to_pixels(load_fashion_mnist("test")[0][: args.eval_images])
-    results, recon_rows = {}, [test_x[:16]]
+    results, recon_rows, labels = {}, [test_x[:16]], ["originals"]
     for name, qtype in (("FVQ (VQBridge)", "vqbridge"), ("plain VQ", "vq")):
         model = make_model(args, qtype)
         t0 = time.time()
@@ -121,8 +130,9 @@ def main(argv=None):
         stats.update(train_seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-20:])))
         results[name] = stats
         recon_rows.append(recons)
+        labels.append(f"{name}\nusage {100 * stats['usage']:.1f}%\nPSNR {stats['psnr']:.1f} dB")
         model.save_pretrained(out_dir / f"model-{qtype}", fold_codebook=True)
-    save_grid(recon_rows, out_dir / "reconstructions.png")
+    save_grid(recon_rows, labels, out_dir / "reconstructions.png")
     config = {k: v for k, v in vars(args).items() if k != "output_dir"}
     (out_dir / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=2))
     lines = [

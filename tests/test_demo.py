@@ -1,0 +1,35 @@
+"""The README's demo runs end to end on real Fashion-MNIST (a few steps) and writes what it promises."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from fullvq_hf import FVQModel
+from fullvq_hf.data import find_fashion_mnist, load_fashion_mnist, to_pixels
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_fashion_mnist_reader():
+    x, y = load_fashion_mnist("test")
+    assert x.shape == (10000, 28, 28) and y.shape == (10000,) and int(y.max()) == 9
+    p = to_pixels(x[:3])
+    assert p.shape == (3, 1, 32, 32) and float(p.min()) == -1.0 and float(p.max()) <= 1.0
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        find_fashion_mnist("/nonexistent")
+
+
+def test_demo_smoke(tmp_path):
+    spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    demo.main(["--output-dir", str(tmp_path), "--steps", "3", "--eval-images", "200", "--codebook-size", "1024", "--batch-size", "16"])
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert set(results) == {"FVQ (VQBridge)", "plain VQ"}
+    for stats in results.values():
+        assert stats["num_tokens"] == 200 * 64 and 0 < stats["usage"] <= 1
+    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
+    folded = FVQModel.from_pretrained(tmp_path / "model-vqbridge")
+    assert folded.config.quantizer_type == "vq" and folded.codebook_size == 1024
