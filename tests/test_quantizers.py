@@ -3,12 +3,18 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import randomize_bridge, tiny_fvq
 
-from fullvq_hf import FrozenCodebookQuantizer, SimVQQuantizer, VectorQuantizer, VQBridge, VQBridgeQuantizer, bridge_grid
+from fullvq_hf import (
+    FrozenCodebookQuantizer,
+    SimVQQuantizer,
+    VectorQuantizer,
+    VQBridge,
+    VQBridgeQuantizer,
+    bridge_grid,
+)
 from fullvq_hf.models.quantizers import entropy_loss
 from fullvq_hf.models.vqbridge import parse_bridge_preset
-
-from helpers import randomize_bridge, tiny_fvq
 
 
 def latents(b=2, d=8, h=4, w=4, seed=0):

@@ -11,3 +11,20 @@ from .quantizers import (
     nearest_codes,
 )
 from .vqbridge import VQBridge, bridge_grid
+
+__all__ = [
+    "BACKBONES",
+    "Decoder",
+    "Encoder",
+    "FVQModel",
+    "FrozenCodebookQuantizer",
+    "QuantizerOutput",
+    "SimVQQuantizer",
+    "VQBridge",
+    "VQBridgeQuantizer",
+    "VQGANLCModel",
+    "VQTokenizerOutput",
+    "VectorQuantizer",
+    "bridge_grid",
+    "nearest_codes",
+]

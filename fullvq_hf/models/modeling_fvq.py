@@ -21,7 +21,6 @@ from .quantizers import DEFAULT_MAX_SEARCH_ELEMENTS, QUANTIZER_CLASSES
 from .vqbridge import parse_bridge_preset
 
 
-
 class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
     r"""
     FVQ (FullVQ) image tokenizer: LlamaGen VQ encoder/decoder + a VQBridge-projected codebook.
@@ -158,7 +157,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
             )
         if self.config.quantizer_type != "vq":
             return self.fold().to_diffusers_vqmodel()
-        from ..convert.diffusers_vq import fullvq_to_diffusers_state_dict, diffusers_vqmodel_config
+        from ..convert.diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict
 
         vq = VQModel(**diffusers_vqmodel_config(self.config))
         vq.load_state_dict(fullvq_to_diffusers_state_dict(self.state_dict()))

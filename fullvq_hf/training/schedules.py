@@ -1,0 +1,241 @@
+"""Learning-rate schedules as multipliers of the base learning rate, and ``LambdaLR`` schedulers built from them.
+
+Every schedule is a pure function ``f(step) -> factor`` (the optimizer's lr is ``base_lr * factor``), with a
+linear warm-up from ``start_factor`` to 1 over the first ``warmup_steps`` steps:
+
+- ``learning_annealing``: FVQ's "learning annealing" (warm-up, hold at 1 for ``hold_fraction`` of the steps
+  after warm-up, then a linear or cosine decay that reaches ``end_factor`` at the last step). The FVQ paper warms
+  up for 4 epochs from 0.005x, holds for 30% and decays linearly to 0.01x: the defaults here.
+- ``constant``: warm-up, then 1.
+- ``cosine``: warm-up, then a cosine decay from 1 to ``end_factor`` at the last step.
+
+``get_scheduler`` wraps one of them in a ``torch.optim.lr_scheduler.LambdaLR`` whose multiplier is a picklable
+callable object (``ScheduleFunction``) holding only numbers and strings, so ``scheduler.state_dict()`` saves it and
+``load_state_dict`` restores it (accelerate's ``save_state`` / ``load_state``, even with ``weights_only`` loading).
+
+Steps count optimizer updates from 0; the last step of a run of ``total_steps`` updates is ``total_steps - 1``.
+
+Example::
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=scale_lr(1e-4, global_batch_size=256))
+    scheduler = get_scheduler("annealing", optimizer, total_steps=100_000, warmup_steps=5_000)
+    for step in range(100_000):
+        ...; optimizer.step(); scheduler.step()
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+__all__ = [
+    "SCHEDULES",
+    "ScheduleFunction",
+    "constant",
+    "cosine",
+    "get_scheduler",
+    "learning_annealing",
+    "scale_lr",
+]
+
+DECAYS = ("linear", "cosine")
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def _check_step(step: int) -> None:
+    if step < 0:
+        raise ValueError(f"step must be >= 0 (steps count optimizer updates from 0), got {step}.")
+
+
+def _check_warmup(warmup_steps: int, start_factor: float, total_steps: int | None = None) -> None:
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
+    if start_factor < 0:
+        raise ValueError(f"start_factor must be >= 0 (a fraction of the base lr), got {start_factor}.")
+    if total_steps is not None:
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}.")
+        if warmup_steps >= total_steps:
+            raise ValueError(
+                f"warmup_steps={warmup_steps} leaves no step after the warm-up in total_steps={total_steps}; "
+                "use fewer warm-up steps (e.g. a few percent of the run) or train longer."
+            )
+
+
+def _check_end_factor(end_factor: float) -> None:
+    if end_factor < 0:
+        raise ValueError(f"end_factor must be >= 0 (a fraction of the base lr), got {end_factor}.")
+
+
+def _warmup(step: int, warmup_steps: int, start_factor: float) -> float:
+    """Linear ramp: ``start_factor`` at step 0, 1 at ``step == warmup_steps``."""
+    return start_factor + (1.0 - start_factor) * step / warmup_steps
+
+
+def _decay(progress: float, end_factor: float, decay: str) -> float:
+    """1 at ``progress == 0``, ``end_factor`` at ``progress == 1``."""
+    progress = min(max(progress, 0.0), 1.0)
+    if decay == "linear":
+        return 1.0 + (end_factor - 1.0) * progress
+    return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------------- schedules
+def learning_annealing(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    start_factor: float = 0.005,
+    hold_fraction: float = 0.3,
+    end_factor: float = 0.01,
+    decay: str = "linear",
+) -> float:
+    """FVQ's learning annealing: warm-up, hold, decay. Returns the lr multiplier at ``step``.
+
+    - ``step < warmup_steps``: linear from ``start_factor`` (step 0) towards 1 (reached at ``step == warmup_steps``);
+    - then 1 for the first ``hold_fraction`` of the remaining ``total_steps - warmup_steps`` steps, i.e. up to
+      ``decay_start = warmup_steps + floor(hold_fraction * (total_steps - warmup_steps))`` (the factor is 1 there);
+    - then ``decay`` ("linear" or "cosine") from 1 at ``decay_start`` to ``end_factor`` at the last step,
+      ``total_steps - 1``; later steps stay at ``end_factor``.
+
+    With ``warmup_steps=0`` step 0 already has factor 1. Example (``total_steps=110, warmup_steps=10``): 0.005 at
+    step 0, 1 at steps 10..40, linear decay over 40..109 to 0.01 at step 109.
+    """
+    _check_step(step)
+    _check_warmup(warmup_steps, start_factor, total_steps)
+    _check_end_factor(end_factor)
+    if not 0.0 <= hold_fraction <= 1.0:
+        raise ValueError(f"hold_fraction must lie in [0, 1] (a fraction of the steps after warm-up), got {hold_fraction}.")
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}.")
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps, start_factor)
+    last = total_steps - 1
+    decay_start = warmup_steps + math.floor(hold_fraction * (total_steps - warmup_steps) + 1e-9)
+    if step >= last:
+        return float(end_factor)
+    if step <= decay_start:
+        return 1.0
+    return _decay((step - decay_start) / (last - decay_start), end_factor, decay)
+
+
+def constant(step: int, warmup_steps: int, start_factor: float = 0.005) -> float:
+    """Linear warm-up from ``start_factor`` (step 0) to 1 (``step == warmup_steps``), then 1 for ever."""
+    _check_step(step)
+    _check_warmup(warmup_steps, start_factor)
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps, start_factor)
+    return 1.0
+
+
+def cosine(
+    step: int, total_steps: int, warmup_steps: int, end_factor: float = 0.0, start_factor: float = 0.005
+) -> float:
+    """Linear warm-up from ``start_factor`` to 1 (at ``step == warmup_steps``), then a half-cosine from 1 down to
+    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``."""
+    _check_step(step)
+    _check_warmup(warmup_steps, start_factor, total_steps)
+    _check_end_factor(end_factor)
+    if step < warmup_steps:
+        return _warmup(step, warmup_steps, start_factor)
+    last = total_steps - 1
+    if step >= last:
+        return float(end_factor)
+    return _decay((step - warmup_steps) / (last - warmup_steps), end_factor, "cosine")
+
+
+# ---------------------------------------------------------------------------------------------------- schedulers
+# name -> the keyword options it accepts, with their defaults (those of the functions above)
+SCHEDULES: dict[str, dict[str, float]] = {
+    "annealing": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
+    "annealing-cosine": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
+    "constant": {"start_factor": 0.005},
+    "cosine": {"start_factor": 0.005, "end_factor": 0.0},
+}
+
+
+@dataclass
+class ScheduleFunction:
+    """A picklable lr multiplier ``step -> factor`` for ``LambdaLR``.
+
+    It holds only numbers and strings: ``LambdaLR.state_dict()`` stores its ``__dict__`` and ``load_state_dict``
+    writes it back, so a restored scheduler continues with exactly the saved schedule (if the restoring run was
+    built with other arguments, the saved ones win).
+    """
+
+    name: str
+    total_steps: int
+    warmup_steps: int
+    start_factor: float = 0.005
+    hold_fraction: float = 0.3
+    end_factor: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ValueError(f"Unknown schedule {self.name!r}; choose one of {sorted(SCHEDULES)}.")
+        self(0)  # validates the numbers now rather than at the first optimizer step
+
+    def __call__(self, step: int) -> float:
+        if self.name in ("annealing", "annealing-cosine"):
+            return learning_annealing(
+                step,
+                self.total_steps,
+                self.warmup_steps,
+                start_factor=self.start_factor,
+                hold_fraction=self.hold_fraction,
+                end_factor=self.end_factor,
+                decay="cosine" if self.name == "annealing-cosine" else "linear",
+            )
+        if self.name == "constant":
+            return constant(step, self.warmup_steps, start_factor=self.start_factor)
+        return cosine(step, self.total_steps, self.warmup_steps, end_factor=self.end_factor, start_factor=self.start_factor)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def get_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, **kwargs: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` over ``optimizer`` (every param group) following schedule ``name``.
+
+    Args:
+        name: ``"annealing"`` (FVQ: warm-up, hold, linear decay), ``"annealing-cosine"`` (same with a cosine
+            decay), ``"constant"`` (warm-up, then 1) or ``"cosine"`` (warm-up, cosine decay).
+        optimizer: The optimizer; its current ``lr`` values become the base lrs.
+        total_steps: Number of optimizer updates in the run (the schedule ends at ``total_steps - 1``).
+        warmup_steps: Linear warm-up length in optimizer updates.
+        **kwargs: ``start_factor`` (all), ``hold_fraction`` (annealing), ``end_factor`` (annealing, cosine).
+            Defaults as in the functions: 0.005, 0.3, and ``end_factor`` 0.01 for annealing (FVQ's values), 0.0
+            for cosine.
+
+    Call ``scheduler.step()`` once per optimizer update. Building the scheduler sets the lr of step 0.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"Unknown lr schedule {name!r}; choose one of {sorted(SCHEDULES)}.")
+    unknown = sorted(set(kwargs) - set(SCHEDULES[name]))
+    if unknown:
+        raise ValueError(
+            f"Schedule {name!r} takes the options {sorted(SCHEDULES[name])}, not {unknown}; drop them or pick a "
+            "schedule that uses them."
+        )
+    options = {**SCHEDULES[name], **kwargs}
+    fn = ScheduleFunction(name=name, total_steps=int(total_steps), warmup_steps=int(warmup_steps), **options)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def scale_lr(base_lr: float, global_batch_size: int, reference_batch: int = 128) -> float:
+    """Linear lr scaling: ``base_lr * global_batch_size / reference_batch``.
+
+    ``global_batch_size`` is per-device batch x number of processes x gradient-accumulation steps.
+    """
+    if base_lr <= 0:
+        raise ValueError(f"base_lr must be positive, got {base_lr}.")
+    if global_batch_size < 1 or reference_batch < 1:
+        raise ValueError(
+            f"global_batch_size and reference_batch must be positive, got {global_batch_size} and {reference_batch}."
+        )
+    return base_lr * global_batch_size / reference_batch

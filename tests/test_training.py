@@ -1,0 +1,162 @@
+"""The tokenizer trainer end to end on CPU: smoke run with export, exact resume, damaged checkpoints, data errors,
+and a real two-process DDP run through `accelerate launch`."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from fullvq_hf import FVQModel
+from fullvq_hf.training.config import PRESETS, make_config, parse_args
+from fullvq_hf.training.tokenizer_trainer import list_checkpoints, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp, **kw):
+    return make_config({"preset": "cpu-tiny", "output_dir": str(tmp), **kw})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """20 steps (GAN from step 5), checkpoints at 10 and 20, export and evaluation."""
+    out = tmp_path_factory.mktemp("ref")
+    results = train(tiny(out))
+    return out, results
+
+
+def test_smoke_run_trains_checkpoints_exports_and_evaluates(reference_run):
+    out, results = reference_run
+    assert results["step"] == 20 and results["images_seen"] == 80
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-00000020", "checkpoint-00000010"]
+    folded = FVQModel.from_pretrained(out / "model")
+    full = FVQModel.from_pretrained(out / "model-train")
+    assert folded.config.quantizer_type == "vq" and full.config.quantizer_type == "vqbridge"
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    assert torch.equal(folded.eval().tokenize(x), full.eval().tokenize(x))
+    assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16
+    assert 0 < results["usage"] <= 1 and results["psnr"] > 0
+    assert (out / "samples" / "reconstruction-00000020.png").exists()
+    assert json.loads((out / "results.json").read_text())["step"] == 20
+    assert json.loads((out / "training_config.json").read_text())["preset"] == "cpu-tiny"
+
+
+def _resume_from_copy(reference_out, tmp_path, damage=None):
+    """Copy the step-10 checkpoint of the reference run into a fresh run and resume it to step 20."""
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir(parents=True)
+    shutil.copytree(reference_out / "checkpoints" / "checkpoint-00000010", ckpt / "checkpoint-00000010")
+    if damage:
+        damage(ckpt)
+    results = train(tiny(tmp_path, resume="latest", eval_split=None))
+    return results
+
+
+def _assert_same_weights(a: Path, b: Path):
+    wa = load_file(a / "model-train" / "diffusion_pytorch_model.safetensors")
+    wb = load_file(b / "model-train" / "diffusion_pytorch_model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def test_resume_equals_uninterrupted_run(reference_run, tmp_path):
+    out, _ = reference_run
+    results = _resume_from_copy(out, tmp_path)
+    assert results["step"] == 20
+    _assert_same_weights(out, tmp_path)
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path, capsys):
+    out, _ = reference_run
+
+    def damage(ckpt):
+        bad = ckpt / "checkpoint-00000015"
+        shutil.copytree(ckpt / "checkpoint-00000010", bad)
+        weights = bad / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated on disk
+        (ckpt / ".tmp-checkpoint-00000018").mkdir()  # a save that was killed half-way
+
+    _resume_from_copy(out, tmp_path, damage)
+    printed = capsys.readouterr().out
+    assert "skipped unusable checkpoint" in printed and "checkpoint-00000015" in printed
+    _assert_same_weights(out, tmp_path)
+
+
+def test_resume_with_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "checkpoints" / "checkpoint-00000005"
+    bad.mkdir(parents=True)
+    (bad / "COMPLETE").write_text("{}")
+    with pytest.raises(RuntimeError, match="(?s)No usable checkpoint.*checkpoint-00000005"):
+        train(tiny(tmp_path, resume="latest"))
+    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
+        train(tiny(tmp_path, resume=str(tmp_path / "nope")))
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path):
+    folder = tmp_path / "images" / "train" / "things"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+    (folder / "broken.png").write_bytes(b"this is not a png")
+    cfg = tiny(tmp_path / "run", dataset="imagefolder", data_dir=str(tmp_path / "images"), in_channels=3,
+               eval_split=None, max_steps=4, gan_weight=0.0, checkpoint_every=0, image_every=0, batch_size=7)  # fmt: skip
+    results = train(cfg)
+    assert results["step"] == 4
+    assert results["skipped_images"] == 4  # the broken file is in every batch of 7 (the whole folder)
+
+
+def test_data_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="imagefolder"):
+        train(tiny(tmp_path, dataset="imagefolder", data_dir=str(tmp_path / "missing")))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises((ValueError, FileNotFoundError)):
+        train(tiny(tmp_path, dataset="imagefolder", data_dir=str(empty)))
+
+
+def test_config_sources_and_presets(tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("preset: cpu-fmnist-fvq\nmax_steps: 7\ncodebook_size: 4096\n")
+    cfg = parse_args(["--config", str(cfg_file), "--max-steps", "9", "--bridge", "B/4"])
+    assert (cfg.max_steps, cfg.codebook_size, cfg.bridge, cfg.resolution) == (9, 4096, "B/4", 32)
+    assert {"fvq-16k", "fvq-65k", "fvq-262k", "vqgan-lc-100k", "llamagen-vq16", "cpu-fmnist-fvq"} <= set(PRESETS)
+    with pytest.raises(ValueError, match="Unknown preset"):
+        make_config({"preset": "nope"})
+    with pytest.raises(ValueError, match="Unknown option"):
+        make_config({"codebok_size": 3})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp_path):
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+        str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(tmp_path),
+        "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["num_processes"] == 2
+    assert results["replicas_identical"] is True and len(results["replica_checksums"]) == 2
+    assert results["images_seen"] == 6 * 4 * 2  # global batch = 2 processes x 4
+    # the eval split is sharded across the ranks; usage counts must cover both shards exactly
+    assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16
+    assert list_checkpoints(tmp_path / "checkpoints")
