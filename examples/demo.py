@@ -1,98 +1,46 @@
-"""The README's main job: train two small tokenizers on real Fashion-MNIST on the CPU, FVQ (VQBridge) and a plain
-VQ of the same size, then tokenize the whole test split and report exact codebook usage and reconstructions.
+"""The README's main job (`make demo`): on real Fashion-MNIST and a 2-core CPU, train an FVQ tokenizer (VQBridge)
+with 16,384 codes and, on the same budget, a plain VQ tokenizer, then measure both on the whole test split.
 
     python examples/demo.py --output-dir outputs/demo
 
-Writes ``reconstructions.png`` (originals / FVQ / plain VQ), ``results.json`` and ``results.md``.
+28x28 images are padded to 32x32 and downsampled 4x to 8x8 tokens. Both runs use the package's accelerate trainer
+(`fullvq_hf.training`, presets ``cpu-fmnist-fvq`` / ``cpu-fmnist-vq``) with learning annealing. Writes to
+``--output-dir``:
+    reconstructions.png     originals / FVQ / plain VQ on test images
+    code_frequency.png      sorted per-code counts on the test split, both tokenizers
+    results.json, results.md   usage, perplexity, dead codes, PSNR, SSIM, Frechet distance in the feature space of
+                            the shipped Fashion-MNIST classifier
+    fvq/, vq/               each run: checkpoints, tensorboard logs, model/ (folded) and model-train/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from fullvq_hf import CodebookUsage, FVQModel
 from fullvq_hf.data import load_fashion_mnist, to_pixels
+from fullvq_hf.training.config import make_config
+from fullvq_hf.training.tokenizer_trainer import train
+
+RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmnist-vq"))
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--codebook-size", type=int, default=16384)
-    p.add_argument("--codebook-dim", type=int, default=16)
-    p.add_argument("--bridge", default="S/4", help="VQBridge preset <S|B|L|XL>/<patch>")
-    p.add_argument("--steps", type=int, default=300, help="training steps per tokenizer")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--eval-images", type=int, default=10000, help="test images tokenized for usage / PSNR")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-steps", type=int, default=None, help="training steps per tokenizer (preset: 300)")
+    p.add_argument("--codebook-size", type=int, default=None, help="preset: 16384")
+    p.add_argument("--batch-size", type=int, default=None, help="preset: 64")
+    p.add_argument("--eval-max-images", type=int, default=None, help="test images to evaluate (default: all 10,000)")
+    p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
     return p.parse_args(argv)
-
-
-def make_model(args, quantizer_type: str) -> FVQModel:
-    torch.manual_seed(args.seed)
-    return FVQModel.from_preset(
-        "cpu-small",
-        args.bridge if quantizer_type == "vqbridge" else None,
-        quantizer_type=quantizer_type,
-        in_channels=1,
-        out_channels=1,
-        codebook_size=args.codebook_size,
-        codebook_dim=args.codebook_dim,
-        sample_size=32,
-    )
-
-
-def train(model: FVQModel, train_x: torch.Tensor, args, name: str) -> list[float]:
-    g = torch.Generator().manual_seed(args.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
-    )
-    model.train()
-    losses = []
-    bar = tqdm(range(args.steps), desc=f"train {name}", dynamic_ncols=True)
-    for _ in bar:
-        batch = train_x[torch.randint(len(train_x), (args.batch_size,), generator=g)]
-        out = model(batch)
-        loss = F.mse_loss(out.sample, batch) + out.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.4f}", batch_usage=f"{out.batch_usage.item():.3f}")
-    return losses
-
-
-@torch.no_grad()
-def evaluate(model: FVQModel, test_x: torch.Tensor, batch_size: int = 500) -> tuple[dict, torch.Tensor]:
-    model.eval()
-    usage = CodebookUsage(model.codebook_size)
-    se, recons = 0.0, []
-    for i in tqdm(range(0, len(test_x), batch_size), desc="evaluate", dynamic_ncols=True):
-        x = test_x[i : i + batch_size]
-        ids = model.tokenize(x)
-        usage.update(ids)
-        rec = model.detokenize(ids).clamp(-1, 1)
-        se += F.mse_loss(rec, x, reduction="sum").item()
-        if i == 0:
-            recons = rec[:16]
-    mse = se / test_x.numel()
-    stats = usage.compute()
-    stats["psnr"] = 10 * math.log10(4.0 / mse)  # pixel range [-1, 1] has peak-to-peak 2
-    return stats, recons
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -100,7 +48,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def save_grid(rows: list[torch.Tensor], labels: list[str], path: Path, scale: int = 3, margin: int = 150) -> None:
-    """One row of images per entry, each row labelled on the left."""
+    """One labelled row of images per entry."""
     tiles = [np.concatenate(list(to_uint8(r)), axis=1) for r in rows]
     grid = Image.fromarray(np.concatenate(tiles, axis=0))
     grid = grid.resize((grid.width * scale, grid.height * scale), Image.NEAREST)
@@ -114,43 +62,86 @@ def save_grid(rows: list[torch.Tensor], labels: list[str], path: Path, scale: in
     canvas.save(path)
 
 
+def plot_code_frequency(counts: dict[str, np.ndarray], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    for name, c in counts.items():
+        used = int((c > 0).sum())
+        ax.plot(np.arange(1, len(c) + 1), np.sort(c)[::-1] + 0.5, label=f"{name}: {used}/{len(c)} codes used")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("code rank (most used first)")
+    ax.set_ylabel("tokens on the test split (+0.5)")
+    ax.set_title("Fashion-MNIST test split: how often each code is used")
+    ax.legend()
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def code_counts_and_reconstructions(model: FVQModel, pixels: torch.Tensor, batch_size: int = 500):
+    usage = CodebookUsage(model.codebook_size)
+    for i in range(0, len(pixels), batch_size):
+        usage.update(model.tokenize(pixels[i : i + batch_size]))
+    return usage.counts.numpy(), model.detokenize(model.tokenize(pixels[:16]))
+
+
 def main(argv=None):
     args = parse_args(argv)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    train_x = to_pixels(load_fashion_mnist("train")[0])
-    test_x = to_pixels(load_fashion_mnist("test")[0][: args.eval_images])
-    results, recon_rows, labels = {}, [test_x[:16]], ["originals"]
-    for name, qtype in (("FVQ (VQBridge)", "vqbridge"), ("plain VQ", "vq")):
-        model = make_model(args, qtype)
+    test_images = load_fashion_mnist("test")[0]
+    if args.eval_max_images:
+        test_images = test_images[: args.eval_max_images]
+    test_pixels = to_pixels(test_images)
+
+    results, counts, rows, labels = {}, {}, [test_pixels[:16]], ["originals"]
+    for name, short, preset in RUNS:
+        overrides = {"preset": preset, "output_dir": str(out_dir / short), "eval_max_images": args.eval_max_images}
+        if not args.no_frechet:
+            overrides["feature_extractor"] = "fashion-mnist-classifier"
+        for key in ("max_steps", "codebook_size", "batch_size"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
         t0 = time.time()
-        losses = train(model, train_x, args, name)
-        stats, recons = evaluate(model, test_x)
-        stats.update(train_seconds=round(time.time() - t0, 1), final_loss=float(np.mean(losses[-20:])))
+        stats = train(make_config(overrides))
+        stats["seconds"] = round(time.time() - t0, 1)
         results[name] = stats
-        recon_rows.append(recons)
+        model = FVQModel.from_pretrained(out_dir / short / "model").eval()
+        counts[name], recon = code_counts_and_reconstructions(model, test_pixels)
+        assert int((counts[name] > 0).sum()) == stats["used_codes"]  # same tokens as the trainer's evaluation
+        rows.append(recon)
         labels.append(f"{name}\nusage {100 * stats['usage']:.1f}%\nPSNR {stats['psnr']:.1f} dB")
-        model.save_pretrained(out_dir / f"model-{qtype}", fold_codebook=True)
-    save_grid(recon_rows, labels, out_dir / "reconstructions.png")
-    config = {k: v for k, v in vars(args).items() if k != "output_dir"}
-    (out_dir / "results.json").write_text(json.dumps({"config": config, "results": results}, indent=2))
+
+    save_grid(rows, labels, out_dir / "reconstructions.png")
+    plot_code_frequency(counts, out_dir / "code_frequency.png")
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    first = results[RUNS[0][0]]
     lines = [
-        f"Fashion-MNIST test split ({len(test_x)} images, 8x8 tokens each), K = {args.codebook_size}, "
-        f"D = {args.codebook_dim}, {args.steps} steps of batch {args.batch_size}",
+        f"Fashion-MNIST test split: {first['num_images']} images x 64 tokens; codebook {len(counts[RUNS[0][0]])} codes; "
+        f"{first['step']} training steps per tokenizer",
         "",
-        "| tokenizer | codes used | usage | perplexity | dead codes | PSNR (dB) | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| tokenizer | codes used | usage | perplexity | dead codes | PSNR (dB) | SSIM | Frechet distance* | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
+        fd = "n/a" if s.get("frechet_distance") is None else f"{s['frechet_distance']:.2f}"
         lines.append(
-            f"| {name} | {s['used_codes']} | {100 * s['usage']:.1f}% | {s['perplexity']:.0f} | {s['dead_codes']} | "
-            f"{s['psnr']:.2f} | {s['train_seconds']} |"
+            f"| {name} | {s['used_codes']} | {100 * s['usage']:.2f}% | {s['perplexity']:.0f} | {s['dead_codes']} | "
+            f"{s['psnr']:.2f} | {s['ssim']:.3f} | {fd} | {s['seconds']} |"
         )
+    lines += ["", "*in the 128-d feature space of the shipped Fashion-MNIST classifier (real test images vs their reconstructions)"]
     table = "\n".join(lines)
     (out_dir / "results.md").write_text(table + "\n")
     print("\n" + table)
-    print(f"\nwrote {out_dir}/reconstructions.png (rows: originals, FVQ, plain VQ), results.json, results.md")
+    print(f"\nwrote {out_dir}/reconstructions.png, code_frequency.png, results.json, results.md")
+    return results
 
 
 if __name__ == "__main__":

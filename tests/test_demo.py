@@ -25,11 +25,14 @@ def test_demo_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    demo.main(["--output-dir", str(tmp_path), "--steps", "3", "--eval-images", "200", "--codebook-size", "1024", "--batch-size", "16"])
-    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    demo.main(["--output-dir", str(tmp_path), "--max-steps", "3", "--eval-max-images", "200", "--codebook-size", "1024", "--batch-size", "8"])
+    results = json.loads((tmp_path / "results.json").read_text())
     assert set(results) == {"FVQ (VQBridge)", "plain VQ"}
     for stats in results.values():
         assert stats["num_tokens"] == 200 * 64 and 0 < stats["usage"] <= 1
-    assert (tmp_path / "reconstructions.png").stat().st_size > 1000
-    folded = FVQModel.from_pretrained(tmp_path / "model-vqbridge")
+        assert stats["frechet_distance"] > 0 and stats["feature_extractor"] == "fashion-mnist-classifier"
+    for name in ("reconstructions.png", "code_frequency.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    assert "| FVQ (VQBridge) |" in (tmp_path / "results.md").read_text()
+    folded = FVQModel.from_pretrained(tmp_path / "fvq" / "model")
     assert folded.config.quantizer_type == "vq" and folded.codebook_size == 1024

@@ -87,7 +87,7 @@ _PAPER = dict(backbone="VQ-16", resolution=256, batch_size=16, learning_rate=1e-
               dataset="ILSVRC/imagenet-1k", streaming=True, eval_split="validation", warmup_steps=40000)  # fmt: skip
 _CPU_FMNIST = dict(backbone="cpu-small", in_channels=1, resolution=32, dataset="fashion_mnist", random_crop=False,
                    batch_size=64, learning_rate=1e-3, scale_lr=False, max_steps=300, warmup_steps=15,
-                   perceptual_weight=0.0, gan_weight=0.0, codebook_size=16384, codebook_dim=16,
+                   perceptual_weight=0.0, gan_weight=0.0, codebook_size=16384, codebook_dim=8,
                    checkpoint_every=100, image_every=100, log_every=10)  # fmt: skip
 
 PRESETS: dict[str, dict[str, Any]] = {
