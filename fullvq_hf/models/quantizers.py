@@ -51,18 +51,21 @@ def nearest_codes(
         z = z.float()
         codebook = codebook.float()
         n, k = z.shape[0], codebook.shape[0]
-        codes_sq = codebook.pow(2).sum(1)  # (K,)
+        # |e|^2 - 2 z.e as one GEMM: [z, 1] @ [-2e, |e|^2]^T (no broadcast add over the block)
+        codes_sq = codebook.pow(2).sum(1, keepdim=True)  # (K, 1)
         token_block, code_block = _search_blocks(n, k, max_elements)
         scratch = torch.empty(token_block * code_block, device=z.device, dtype=torch.float32)
         indices = torch.empty(n, device=z.device, dtype=torch.long)
         best = torch.empty(n, device=z.device, dtype=torch.float32)
         for t0 in range(0, n, token_block):
-            zt = z[t0 : t0 + token_block]  # (tn, D)
+            zt = z[t0 : t0 + token_block]
+            zt = torch.cat([zt, zt.new_ones(len(zt), 1)], dim=1)  # (tn, D+1)
             best_t, idx_t = best[t0 : t0 + len(zt)], indices[t0 : t0 + len(zt)]
             for c0 in range(0, k, code_block):
-                ct = codebook[c0 : c0 + code_block]  # (kc, D)
+                ct = codebook[c0 : c0 + code_block]
+                ct = torch.cat([ct * -2.0, codes_sq[c0 : c0 + len(ct)]], dim=1)  # (kc, D+1)
                 dist = scratch[: len(zt) * len(ct)].view(len(zt), len(ct))
-                torch.addmm(codes_sq[c0 : c0 + len(ct)], zt, ct.t(), beta=1.0, alpha=-2.0, out=dist)  # (tn, kc)
+                torch.mm(zt, ct.t(), out=dist)  # (tn, kc) = |e|^2 - 2 z.e
                 values, local = dist.min(dim=1)
                 if c0 == 0:
                     best_t.copy_(values)

@@ -152,7 +152,7 @@ class VQBridge(nn.Module):
 
     def forward(self, codebook: torch.Tensor) -> torch.Tensor:  # (K, D) -> (K, D)
         (gh, gw), p, d = self.grid, self.patch_size, self.codebook_dim
-        picture = codebook.t().reshape(1, d, gh, gw)  # code k at (k // W, k % W)
+        picture = codebook.view(1, gh, gw, d).permute(0, 3, 1, 2)  # (1, D, H, W) channels-last view, no copy
         x = self.x_embedder(picture)  # (1, T, hidden), T = (H/p) * (W/p)
         for block in self.blocks:
             x = block(x)
