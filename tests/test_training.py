@@ -160,3 +160,29 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     # the eval split is sharded across the ranks; usage counts must cover both shards exactly
     assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16
     assert list_checkpoints(tmp_path / "checkpoints")
+
+
+def test_finetune_from_pretrained_with_bf16_accumulation_and_ema(reference_run, tmp_path):
+    out, _ = reference_run
+    cfg = tiny(tmp_path, init_from=str(out / "model-train"), mixed_precision="bf16", gradient_accumulation_steps=2,
+               ema_decay=0.9, max_steps=3, eval_split=None, checkpoint_every=0, image_every=0, gan_weight=0.0)  # fmt: skip
+    results = train(cfg)
+    assert results["step"] == 3 and results["images_seen"] == 3 * 2 * 4  # 2 micro-batches of 4 per step
+    start = FVQModel.from_pretrained(out / "model-train")
+    tuned = FVQModel.from_pretrained(tmp_path / "model-train")
+    assert tuned.config.codebook_size == start.config.codebook_size
+    moved = [k for k, v in tuned.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert moved  # it trained from the released weights
+    assert all(torch.isfinite(v).all() for v in tuned.state_dict().values())
+
+
+def test_streaming_imagefolder_with_photos(tmp_path):
+    folder = tmp_path / "photos" / "train"
+    folder.mkdir(parents=True)
+    import skimage.data
+
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
+    cfg = tiny(tmp_path / "run", dataset="imagefolder", data_dir=str(tmp_path / "photos"), streaming=True,
+               in_channels=3, eval_split=None, max_steps=2, gan_weight=0.0, checkpoint_every=0, image_every=0)  # fmt: skip
+    assert train(cfg)["step"] == 2

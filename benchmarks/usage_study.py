@@ -1,0 +1,531 @@
+"""Codebook usage study on Fashion-MNIST: the FVQ / VQGAN-LC papers' central table in miniature.
+
+For every method in {plain VQ, SimVQ, VQGAN-LC-style, FVQ (VQBridge)} x codebook size K x learning-rate schedule
+("annealing" = FVQ's learning annealing, "constant"), train one small tokenizer with the package's accelerate
+trainer (preset ``cpu-fmnist-fvq``: backbone cpu-small, 32x32 grey images -> 8x8 tokens, codebook_dim 8) on the
+same fixed step budget, batch size and seed, then measure on the Fashion-MNIST test split: exact codebook usage
+(fraction of the K codes used at least once), perplexity (exp of the entropy of the code histogram), dead codes,
+PSNR and SSIM.
+
+Methods and the trainer options they map to:
+
+    vq      plain VQ (LlamaGen-style learned codebook)      quantizer_type="vq", bridge=None
+    simvq   SimVQ: frozen Gaussian codebook x Linear(D->D)  quantizer_type="simvq", bridge=None
+    lc      VQGAN-LC-style: frozen codebook of pretrained  model_type="vqgan-lc", codebook_feature_dim=64,
+            features x trained Linear(64->D)                lc_codebook=<k-means of classifier features>
+    fvq     FVQ: raw codebook through a VQBridge            quantizer_type="vqbridge", bridge="S/4" (K <= 16384)
+                                                            or "S/8" (K > 16384): the cheapest bridges, not the
+                                                            paper's L/4, L/8
+
+VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
+(``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
+on the training images, one 64-d vector per spatial position; exact duplicates (flat background) are dropped, at
+most max(2K, 100k) vectors are kept (seeded), and ``lc_codebook.kmeans`` runs a few Lloyd iterations (fewer for
+large K, see ``kmeans_iters``). The codebook is cached as safetensors under ``--cache-dir`` and reused.
+
+    python benchmarks/usage_study.py                 # the full study (default: 150 steps, batch 32, 2000 test images)
+    python benchmarks/usage_study.py --quick         # CI-size smoke: K 1024/4096, 20 steps of batch 8, 300 test images
+    python benchmarks/usage_study.py --ks 4096 16384 --methods vq fvq --schedules annealing
+
+Writes the markdown table to ``--output`` (default benchmarks/usage_study.md; with --quick
+outputs/usage_study/quick/usage_study.md), the results as JSON and a plot (usage vs K) beside it, and every run
+to ``<run-dir>/<method>-K<K>-<schedule>/`` (the trainer's own output: model, results.json, train.log).
+The files are rewritten after every run, so an interrupted study keeps the rows it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+METHODS = ("vq", "simvq", "lc", "fvq")
+METHOD_LABELS = {
+    "vq": "plain VQ",
+    "simvq": "SimVQ",
+    "lc": "VQGAN-LC-style",
+    "fvq": "FVQ (VQBridge)",
+}
+SCHEDULES = ("annealing", "constant")
+DEFAULT_KS = (4096, 16384, 65536, 262144)
+QUICK = {"ks": [1024, 4096], "steps": 20, "batch_size": 8, "eval_max_images": 300, "kmeans_max_vectors": 4}
+PRESET = "cpu-fmnist-fvq"
+CODEBOOK_DIM = 8
+FEATURE_DIM = 64  # channels of the classifier's second stage
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------------------------------------------- options
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 150; --quick: 20)")
+    p.add_argument("--batch-size", type=int, default=None, help="per run (default 32; --quick: 8)")
+    p.add_argument("--eval-max-images", type=int, default=None, help="test images evaluated (default 2000; --quick: 300)")
+    p.add_argument("--ks", type=int, nargs="+", default=None, help=f"codebook sizes (default {' '.join(map(str, DEFAULT_KS))})")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="CI-size smoke: K 1024/4096, 20 steps of batch 8, 300 test images, LC k-means on 4K vectors")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1 is fastest on a busy 2-core box)")
+    p.add_argument("--output", default=None, help="markdown file (default benchmarks/usage_study.md)")
+    p.add_argument("--run-dir", default=None, help="folder of the per-run outputs (default outputs/usage_study)")
+    p.add_argument("--cache-dir", default=None, help="where the VQGAN-LC codebooks are cached (default outputs/usage_study/cache)")
+    p.add_argument(
+        "--kmeans-iters", type=int, default=None, help="Lloyd iterations for every K (default: 20/10/4/1, see kmeans_iters)"
+    )
+    p.add_argument(
+        "--kmeans-max-vectors",
+        type=int,
+        default=None,
+        help="features given to k-means, as a multiple of K (default: at most max(2K, 100k); --quick: 4K)",
+    )
+    p.add_argument("--note", action="append", default=[], help="a line for the notes at the top of the markdown")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        args.ks = args.ks or QUICK["ks"]
+        args.steps = args.steps or QUICK["steps"]
+        args.batch_size = args.batch_size or QUICK["batch_size"]
+        args.eval_max_images = args.eval_max_images or QUICK["eval_max_images"]
+        args.kmeans_max_vectors = args.kmeans_max_vectors or QUICK["kmeans_max_vectors"]
+        args.output = args.output or str(REPO / "outputs/usage_study/quick/usage_study.md")
+        args.run_dir = args.run_dir or str(REPO / "outputs/usage_study/quick")
+    # defaults live in the repository whatever the working directory; paths given are taken as given
+    args.ks = args.ks or list(DEFAULT_KS)
+    args.steps = args.steps or 150
+    args.batch_size = args.batch_size or 32
+    args.eval_max_images = args.eval_max_images or 2000
+    args.output = args.output or str(REPO / "benchmarks/usage_study.md")
+    args.run_dir = args.run_dir or str(REPO / "outputs/usage_study")
+    args.cache_dir = args.cache_dir or str(REPO / "outputs/usage_study/cache")
+    if args.steps < 2 or args.batch_size < 1 or args.eval_max_images < 1 or args.threads < 1:
+        p.error("--steps must be >= 2 and --batch-size, --eval-max-images, --threads positive.")
+    return args
+
+
+def bridge_for(k: int) -> str:
+    """The (cheap) VQBridge preset used for K codes: S/4 up to 16384, S/8 above."""
+    return "S/4" if k <= 16384 else "S/8"
+
+
+def kmeans_iters(k: int, override: int | None = None) -> int:
+    """Lloyd iterations for K centres; one assignment costs N x K x 64 multiply-adds, so large K get few."""
+    if override is not None:
+        return override
+    if k <= 4096:
+        return 20
+    if k <= 16384:
+        return 10
+    if k <= 65536:
+        return 4
+    return 1
+
+
+def kmeans_vectors(k: int, multiple: int | None = None) -> int:
+    """How many feature vectors k-means sees: max(2K, 100k) by default, ``multiple`` x K when given."""
+    return multiple * k if multiple else max(2 * k, 100_000)
+
+
+# ---------------------------------------------------------------------------------------------------- machine
+def machine_description(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    mem = ""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem = f", {kb / 1024**2:.0f} GiB RAM"
+    nice = os.nice(0) if hasattr(os, "nice") else 0
+    return (
+        f"{cpu}, {cores} CPU cores available{mem}; torch {torch.__version__} with {threads} thread(s); niceness {nice}; "
+        f"load average at start {load} (the cores are shared with other work); Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- VQGAN-LC codebook
+@torch.no_grad()
+def classifier_features(num_vectors: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """Distinct 64-d feature vectors of the shipped Fashion-MNIST classifier (after its second conv stage) on
+    training images taken in a seeded random order, until at least ``num_vectors`` (or the whole split); then a
+    seeded subsample of exactly ``num_vectors`` (or all, if fewer exist)."""
+    from fullvq_hf.data import load_fashion_mnist, to_pixels
+    from fullvq_hf.evaluation.fmnist_classifier import load_classifier
+
+    model = load_classifier()
+    stem = model.body[:8]
+    images, _ = load_fashion_mnist("train")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(images), generator=gen).numpy()
+    chunks, distinct, used_images, chunk = [], 0, 0, 2000
+    for start in range(0, len(order), chunk):
+        x = to_pixels(images[order[start : start + chunk]]).contiguous(memory_format=torch.channels_last)
+        f = stem(x)  # (B, 64, 8, 8)
+        if f.shape[1] != FEATURE_DIM:
+            raise RuntimeError(f"expected {FEATURE_DIM} channels after the classifier's second stage, got {f.shape[1]}")
+        chunks.append(torch.unique(f.permute(0, 2, 3, 1).reshape(-1, FEATURE_DIM).contiguous(), dim=0))
+        used_images += x.shape[0]
+        distinct = sum(c.shape[0] for c in chunks)
+        if distinct >= 1.3 * num_vectors:  # margin for duplicates across chunks
+            break
+    feats = torch.unique(torch.cat(chunks), dim=0)
+    total_distinct = feats.shape[0]
+    if total_distinct > num_vectors:
+        feats = feats[torch.randperm(total_distinct, generator=gen)[:num_vectors]]
+    info = {"images": used_images, "positions": used_images * 64, "distinct_vectors": total_distinct,
+            "vectors": feats.shape[0]}  # fmt: skip
+    return feats.contiguous(), info
+
+
+def lc_codebook(k: int, args: argparse.Namespace) -> tuple[Path, dict]:
+    """Path of the cached (K, 64) frozen codebook for VQGAN-LC, built on first use."""
+    from fullvq_hf.models.lc_codebook import kmeans, load_codebook_file, save_codebook
+
+    n = kmeans_vectors(k, args.kmeans_max_vectors)
+    iters = kmeans_iters(k, args.kmeans_iters)
+    path = Path(args.cache_dir) / f"lc_codebook_fmnist-classifier-stage2_K{k}_n{n}_it{iters}_seed{args.seed}.safetensors"
+    info_path = path.with_suffix(".json")
+    if path.is_file() and info_path.is_file():
+        try:
+            if tuple(load_codebook_file(path).shape) == (k, FEATURE_DIM):
+                info = json.loads(info_path.read_text())
+                print(f"  VQGAN-LC codebook K={k}: cached {path}", flush=True)
+                return path, {**info, "cached": True}
+        except ValueError as e:
+            print(f"  cached codebook {path} unusable ({e}); rebuilding", flush=True)
+    t0 = time.perf_counter()
+    feats, info = classifier_features(n, args.seed)
+    t_feat = time.perf_counter() - t0
+    if feats.shape[0] < k:
+        raise RuntimeError(f"only {feats.shape[0]} distinct classifier features for K={k} codes")
+    print(
+        f"  VQGAN-LC codebook K={k}: {info['vectors']} distinct feature vectors from {info['images']} training images "
+        f"({t_feat:.0f}s); k-means with {iters} Lloyd iteration(s) ...",
+        flush=True,
+    )
+    t1 = time.perf_counter()
+    centres = kmeans(feats, k, num_iters=iters, seed=args.seed)
+    t_km = time.perf_counter() - t1
+    info.update(k=k, kmeans_iters=iters, kmeans_init="k-means++" if k <= 4096 else "random",
+                feature_seconds=round(t_feat, 1), kmeans_seconds=round(t_km, 1),
+                encoder="fullvq_hf fmnist_classifier body[:8] (64 x 8 x 8)")  # fmt: skip
+    save_codebook(centres, path, encoder_name=info["encoder"], metadata={k2: str(v) for k2, v in info.items()})
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    print(f"  VQGAN-LC codebook K={k}: k-means took {t_km:.0f}s; saved {path}", flush=True)
+    return path, {**info, "cached": False}
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+def patch_dataset_cache() -> None:
+    """Load each Fashion-MNIST split once per process instead of twice per run (~7 s each time on this box):
+    the trainer's ``load_image_dataset`` is wrapped in a cache (same arguments, same read-only dataset)."""
+    from fullvq_hf.training import tokenizer_trainer
+
+    original = tokenizer_trainer.load_image_dataset
+    if getattr(original, "_usage_study_cache", False):
+        return
+    cached = functools.lru_cache(maxsize=8)(original)
+    cached._usage_study_cache = True
+    tokenizer_trainer.load_image_dataset = cached
+
+
+def run_options(method: str, k: int, schedule: str, args: argparse.Namespace, out_dir: Path, lc_path: Path | None) -> dict:
+    opts = {
+        "preset": PRESET,
+        "codebook_size": k,
+        "codebook_dim": CODEBOOK_DIM,
+        "lr_scheduler": schedule,
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "eval_max_images": args.eval_max_images,
+        "checkpoint_every": 0,
+        "image_every": 0,
+        "report_to": "none",
+        "output_dir": str(out_dir),
+    }
+    if method == "vq":
+        opts.update(quantizer_type="vq", bridge=None)
+    elif method == "simvq":
+        opts.update(quantizer_type="simvq", bridge=None)
+    elif method == "fvq":
+        opts.update(quantizer_type="vqbridge", bridge=bridge_for(k))
+    elif method == "lc":
+        opts.update(model_type="vqgan-lc", bridge=None, quantizer_type="vq", lc_codebook=str(lc_path),
+                    codebook_feature_dim=FEATURE_DIM)  # fmt: skip
+    else:
+        raise ValueError(method)
+    return opts
+
+
+def run_one(method: str, k: int, schedule: str, args: argparse.Namespace, lc_info: dict) -> dict:
+    from fullvq_hf.training.config import make_config
+    from fullvq_hf.training.tokenizer_trainer import train
+
+    name = f"{method}-K{k}-{schedule}"
+    out_dir = Path(args.run_dir) / name
+    row = {"run": name, "method": method, "label": METHOD_LABELS[method], "codebook_size": k, "schedule": schedule,
+           "bridge": bridge_for(k) if method == "fvq" else None, "status": "ok"}  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        lc_path = None
+        if method == "lc":
+            if k not in lc_info:
+                lc_info[k] = lc_codebook(k, args)
+            lc_path = lc_info[k][0]
+        setup_s = time.perf_counter() - t0
+        cfg = make_config(run_options(method, k, schedule, args, out_dir, lc_path))
+        torch.manual_seed(args.seed)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        t1 = time.perf_counter()
+        with open(out_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            results = train(cfg)  # the trainer's prints, warnings and tqdm bars go to <run>/train.log
+        row.update(run_seconds=time.perf_counter() - t1, setup_seconds=setup_s)
+        for key in ("usage", "used_codes", "perplexity", "dead_codes", "psnr", "ssim", "num_images", "num_tokens", "step"):
+            row[key] = results.get(key)
+    except Exception as e:  # a failed run is a row, not a crash
+        row.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+        traceback.print_exc()
+    row["wall_seconds"] = time.perf_counter() - t0
+    return row
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def rel(path) -> str:
+    """A path relative to the repository when it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def fmt_int(v) -> str:
+    return "-" if v is None else f"{int(v):,}"
+
+
+def fmt_pct(v) -> str:
+    if v is None:
+        return "-"
+    pct = 100 * v
+    return f"{pct:.1f}%" if pct >= 10 else f"{pct:.2f}%" if pct >= 0.1 else f"{pct:.3f}%"
+
+
+def fmt_f(v, digits=1) -> str:
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def markdown(rows: list[dict], meta: dict) -> str:
+    a = meta["args"]
+    lines = [
+        "# Codebook usage study on Fashion-MNIST (FVQ / VQGAN-LC central table in miniature)",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Date: {meta['date']}",
+        f"- Machine: {meta['machine']}",
+        f"- Budget per run: {a['steps']} training steps x batch {a['batch_size']} "
+        f"({a['steps'] * a['batch_size']:,} training images), seed {a['seed']}; evaluated on the first "
+        f"{a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * 64:,} tokens).",
+        f"- Total wall time: {meta['total_seconds'] / 60:.1f} min for {len(rows)} run(s)"
+        + (f" ({meta['status']})" if meta.get("status") else "")
+        + ".",
+    ]
+    for note in meta.get("notes", []):
+        lines.append(f"- Note: {note}")
+    lines += [
+        "",
+        f"Every run: the package's trainer (`fullvq_hf.training.tokenizer_trainer.train`), preset `{PRESET}` "
+        f"(backbone cpu-small, 32x32 grey images -> 8x8 tokens, codebook_dim {CODEBOOK_DIM}, Adam lr 1e-3 with "
+        "15 warm-up steps, L2 reconstruction loss, no perceptual / GAN loss), checkpoints and image dumps off. "
+        "`annealing` = FVQ's learning annealing (warm-up, hold 30%, linear decay to 0.01x); `constant` = warm-up, "
+        "then constant lr.",
+        "",
+        "Methods: **plain VQ** (`quantizer_type=vq`); **SimVQ** (frozen Gaussian codebook x trained Linear(8->8)); "
+        "**VQGAN-LC-style** (`model_type=vqgan-lc`: frozen codebook of pretrained features x trained "
+        f"Linear({FEATURE_DIM}->8), with VQGAN-LC's loss weights beta 0.1 / codebook 0.033); **FVQ** "
+        "(`quantizer_type=vqbridge`) with the *cheap* bridges **S/4** for K <= 16384 and **S/8** above (64 wide, "
+        "depth 2), not the paper's L/4, L/8.",
+        "",
+        "VQGAN-LC codebooks: features of the shipped Fashion-MNIST classifier after its second conv stage "
+        f"(`body[:8]`, {FEATURE_DIM} x 8 x 8 per image, one {FEATURE_DIM}-d vector per position) on training "
+        "images in a seeded random order; exact duplicates (flat background) dropped; a seeded subsample of "
+        f"{'max(2K, 100k)' if not a.get('kmeans_max_vectors') else str(a['kmeans_max_vectors']) + 'K'} vectors; "
+        "`lc_codebook.kmeans` (k-means++ init up to K = 4096, random distinct points above) with few Lloyd "
+        "iterations to bound time; cached in `" + rel(a["cache_dir"]) + "`:",
+        "",
+    ]
+    if meta.get("lc_codebooks"):
+        lines += ["| K | vectors | from images | Lloyd iterations | k-means time (s) |", "|---|---|---|---|---|"]
+        for k, info in sorted(meta["lc_codebooks"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {int(k):,} | {fmt_int(info.get('vectors'))} | {fmt_int(info.get('images'))} | "
+                f"{info.get('kmeans_iters')} | {fmt_f(info.get('kmeans_seconds'), 0)}"
+                + (" (cached)" if info.get("cached") else "")
+                + " |"
+            )
+        lines.append("")
+    # compact pivot: usage per method x schedule over K
+    ks = sorted({r["codebook_size"] for r in rows})
+    lines += ["## Codebook usage on the test split", "", "| method | schedule | " + " | ".join(f"K={k:,}" for k in ks) + " |",
+              "|---|---|" + "---|" * len(ks)]  # fmt: skip
+    for method in METHODS:
+        for schedule in SCHEDULES:
+            cells = []
+            found = False
+            for k in ks:
+                r = next((r for r in rows if (r["method"], r["schedule"], r["codebook_size"]) == (method, schedule, k)), None)
+                found |= r is not None
+                cells.append("-" if r is None else "failed" if r["status"] != "ok" else fmt_pct(r["usage"]))
+            if found:
+                lines.append(f"| {METHOD_LABELS[method]} | {schedule} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## All results",
+        "",
+        "| method | K | schedule | bridge | codes used | usage | usage cap | perplexity | dead codes | PSNR (dB) | SSIM | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {m: i for i, m in enumerate(METHODS)}
+    for r in sorted(rows, key=lambda r: (order[r["method"]], r["codebook_size"], SCHEDULES.index(r["schedule"]))):
+        if r["status"] != "ok":
+            lines.append(
+                f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r['bridge'] or '-'} | failed: "
+                f"{r.get('error', '?').replace('|', '/')} | | | | | | | {fmt_f(r.get('wall_seconds'), 0)} |"
+            )
+            continue
+        lines.append(
+            f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r['bridge'] or '-'} | {fmt_int(r['used_codes'])} | "
+            f"{fmt_pct(r['usage'])} | {fmt_pct(min(1.0, (r['num_tokens'] or 0) / r['codebook_size']))} | {fmt_f(r['perplexity'])} | {fmt_int(r['dead_codes'])} | {fmt_f(r['psnr'], 2)} | "
+            f"{fmt_f(r['ssim'], 3)} | {fmt_f(r['wall_seconds'], 0)} |"
+        )
+    lines += ["", "Usage = codes used at least once / K; perplexity = exp(entropy of the code histogram); both exact "
+              "over all test tokens evaluated. Usage cap = min(1, test tokens / K): the most codes the evaluated "
+              "tokens can touch (64 tokens per image), which bounds usage at large K. Wall time includes training, "
+              "saving and evaluation (and building a VQGAN-LC codebook the first time it is needed).", ""]  # fmt: skip
+    if meta.get("plot"):
+        lines += [f"![usage vs K]({Path(meta['plot']).name})", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> bool:
+    ok = [r for r in rows if r["status"] == "ok"]
+    if not ok:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red"}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
+    for method in METHODS:
+        for schedule in SCHEDULES:
+            pts = sorted((r["codebook_size"], r) for r in ok if r["method"] == method and r["schedule"] == schedule)
+            if not pts:
+                continue
+            ks = [k for k, _ in pts]
+            style = "-" if schedule == "annealing" else "--"
+            label = f"{METHOD_LABELS[method]}, {schedule}"
+            axes[0].plot(ks, [100 * r["usage"] for _, r in pts], style, marker="o", color=colors[method], label=label)
+            axes[1].plot(ks, [r["psnr"] for _, r in pts], style, marker="o", color=colors[method], label=label)
+    all_ks = sorted({r["codebook_size"] for r in ok})
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_ks, [f"{k:,}" for k in all_ks])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.set_xlabel("codebook size K")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("codebook usage on the test split (%)")
+    axes[0].set_title("usage vs K (solid: annealing, dashed: constant lr)")
+    axes[1].set_ylabel("PSNR (dB)")
+    axes[1].set_title("reconstruction PSNR vs K")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(rows: list[dict], meta: dict, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    png = output.with_suffix(".png")
+    meta["plot"] = str(png) if plot(rows, png) else None
+    text = markdown(rows, meta)
+    output.write_text(text)
+    lc = {str(k): v for k, v in meta.get("lc_codebooks", {}).items()}
+    output.with_suffix(".json").write_text(json.dumps({**meta, "lc_codebooks": lc, "rows": rows}, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    patch_dataset_cache()
+    output = Path(args.output)
+    script = os.path.relpath(Path(__file__).resolve(), REPO)
+    meta = {
+        "command": "python " + shlex.join([script, *args.argv]),
+        "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine_description(args.threads),
+        "args": {k: v for k, v in vars(args).items() if k != "argv"},
+        "notes": [],
+        "lc_codebooks": {},
+    }
+    if args.quick:
+        meta["notes"].append("--quick smoke run: numbers are not meaningful, only that every path runs.")
+    meta["notes"] += args.note
+    plan = [(k, m, s) for k in args.ks for m in args.methods for s in args.schedules]
+    print(f"usage study: {len(plan)} runs, {args.steps} steps x batch {args.batch_size}, eval {args.eval_max_images} "
+          f"test images; output {output}", flush=True)  # fmt: skip
+    rows: list[dict] = []
+    lc_info: dict[int, tuple[Path, dict]] = {}
+    start = time.perf_counter()
+    for i, (k, method, schedule) in enumerate(plan, 1):
+        print(f"[{i}/{len(plan)}] {METHOD_LABELS[method]} K={k} {schedule} ...", flush=True)
+        row = run_one(method, k, schedule, args, lc_info)
+        rows.append(row)
+        meta["lc_codebooks"] = {k2: v[1] for k2, v in lc_info.items()}
+        elapsed = time.perf_counter() - start
+        if row["status"] == "ok":
+            print(
+                f"[{i}/{len(plan)}] {row['run']}: usage {fmt_pct(row['usage'])} ({row['used_codes']:,}/{k:,}), "
+                f"perplexity {row['perplexity']:.1f}, PSNR {row['psnr']:.2f} dB; {row['wall_seconds']:.0f}s "
+                f"(elapsed {elapsed / 60:.1f} min)",
+                flush=True,
+            )
+        else:
+            print(f"[{i}/{len(plan)}] {row['run']}: FAILED ({row['error']}); {row['wall_seconds']:.0f}s", flush=True)
+        meta["total_seconds"] = elapsed
+        meta["status"] = None if i == len(plan) else f"in progress: {i}/{len(plan)} runs done"
+        write_outputs(rows, meta, output)
+    meta["total_seconds"] = time.perf_counter() - start
+    meta["status"] = None
+    write_outputs(rows, meta, output)
+    text = markdown(rows, meta)
+    print("\n" + text, flush=True)
+    print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')} in {meta['total_seconds'] / 60:.1f} min")
+    failed = [r["run"] for r in rows if r["status"] != "ok"]
+    if failed:
+        print(f"{len(failed)} failed run(s): {', '.join(failed)}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
