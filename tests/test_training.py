@@ -4,6 +4,7 @@ and a real two-process DDP run through `accelerate launch`."""
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -151,8 +152,14 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
         str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(tmp_path),
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks: leave no orphan behind
+        output, _ = proc.communicate()
+        pytest.fail("two-process run did not finish in 900 s; its output ends with:\n" + output[-4000:])
+    assert proc.returncode == 0, output[-4000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["num_processes"] == 2
     assert results["replicas_identical"] is True and len(results["replica_checksums"]) == 2

@@ -38,14 +38,15 @@ class VQTokenizerOutput(BaseOutput):
         perplexity, batch_usage (`torch.Tensor`): Code statistics of this batch (no gradient).
     """
 
+    # defaults let accelerate rebuild the output from a mapping (mixed-precision output casting)
     sample: torch.Tensor
-    indices: torch.LongTensor
-    loss: torch.Tensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    entropy_loss: torch.Tensor
-    perplexity: torch.Tensor
-    batch_usage: torch.Tensor
+    indices: torch.LongTensor | None = None
+    loss: torch.Tensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    entropy_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    batch_usage: torch.Tensor | None = None
 
 
 class VQTokenizerMixin:

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
@@ -182,28 +183,45 @@ def build_dataloader(cfg: TokenizerTrainingConfig, accelerator: Accelerator, sta
 
 
 def _streaming_loader(dataset, transform, cfg, accelerator, start_step):
-    """ImageNet-scale data: each process reads its shard of a streamed dataset; on resume, the examples this
-    process already consumed are skipped (exact when the stream order is deterministic)."""
+    """ImageNet-scale data: each process reads its shard of a streamed dataset, epoch after epoch (reshuffled
+    with ``set_epoch``); on resume, the examples this process already consumed are skipped (exact when the stream
+    order is deterministic)."""
     from datasets.distributed import split_dataset_by_node
 
     shard = split_dataset_by_node(dataset, rank=accelerator.process_index, world_size=accelerator.num_processes)
     shard = shard.shuffle(seed=cfg.seed, buffer_size=10000)
-    per_step = cfg.batch_size * cfg.gradient_accumulation_steps
-    shard = shard.skip(start_step * per_step)
+    to_skip = start_step * cfg.batch_size * cfg.gradient_accumulation_steps
 
     def batches():
-        step, items = start_step * cfg.gradient_accumulation_steps, []
-        for i, example in enumerate(shard):
-            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + accelerator.process_index * 7919 + i)
-            try:
-                items.append({"pixel_values": transform(example[cfg.image_column], g), "labels": -1})
-            except (OSError, ValueError, SyntaxError):
-                items.append(None)
-            if len(items) == cfg.batch_size:
-                yield collate_images(items)
-                items, step = [], step + 1
+        nonlocal to_skip
+        items, position, epoch = [], 0, 0
+        while True:
+            shard.set_epoch(epoch)
+            seen = 0
+            for example in shard:
+                seen += 1
+                if to_skip:
+                    to_skip -= 1
+                    position += 1
+                    continue
+                g = torch.Generator().manual_seed(_stream_seed(cfg.seed, accelerator.process_index, position))
+                position += 1
+                try:
+                    items.append({"pixel_values": transform(example[cfg.image_column], g), "labels": -1})
+                except (OSError, ValueError, SyntaxError):
+                    items.append(None)
+                if len(items) == cfg.batch_size:
+                    yield collate_images(items)
+                    items = []
+            if seen == 0:
+                raise ValueError(f"The streamed dataset {cfg.dataset!r} has no examples for process {accelerator.process_index}.")
+            epoch += 1
 
     return batches()
+
+
+def _stream_seed(seed: int, rank: int, position: int) -> int:
+    return (seed * 1_000_003 + rank * 7919 + position) & 0x7FFFFFFFFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------------- pictures
@@ -243,7 +261,9 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
     lr = scale_lr(cfg.learning_rate, global_batch) if cfg.scale_lr else cfg.learning_rate
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay)
-    sched_g = get_scheduler(cfg.lr_scheduler, opt_g, cfg.max_steps, cfg.warmup_steps)
+    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
+    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
+    sched_g = get_scheduler(cfg.lr_scheduler, opt_g, cfg.max_steps, warmup_steps)
     use_gan = cfg.gan_weight > 0
     perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
     # Schedulers stay unprepared (accelerate would step them once per process) and are checkpointed explicitly;
@@ -255,7 +275,7 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
             disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
         d_lr = cfg.discriminator_lr or lr
         opt_d = torch.optim.Adam(disc.parameters(), lr=d_lr, betas=betas, weight_decay=cfg.weight_decay)
-        sched_d = get_scheduler(cfg.lr_scheduler, opt_d, cfg.max_steps, cfg.warmup_steps)
+        sched_d = get_scheduler(cfg.lr_scheduler, opt_d, cfg.max_steps, warmup_steps)
         objects += [disc, opt_d]
     prepared = accelerator.prepare(*objects)
     model, opt_g = prepared[:2]
@@ -374,6 +394,11 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
 
     results = export_and_evaluate(cfg, accelerator, model, ema, state)
     accelerator.end_training()
+    if accelerator.num_processes == 1:
+        # accelerate keeps its state process-wide; forget it so the next train() in this process (a sweep, the
+        # demo, tests) may pick another precision. Distributed runs end with the process anyway.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     return results
 
 
