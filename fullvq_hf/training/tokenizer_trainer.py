@@ -393,6 +393,14 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
         accelerator.print(f"skipped {state.skipped_images} unreadable images")
 
     results = export_and_evaluate(cfg, accelerator, model, ema, state)
+    # Free the DDP wrappers (their reducers hold the gloo/nccl process group) while every rank is still alive,
+    # then destroy the group: otherwise a rank can hang at exit in ProcessGroupGloo's destructor, waiting for a
+    # peer that has already gone.
+    del model, opt_g, unwrapped
+    if use_gan:
+        del disc, opt_d
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()
     accelerator.end_training()
     if accelerator.num_processes == 1:
         # accelerate keeps its state process-wide; forget it so the next train() in this process (a sweep, the
