@@ -245,6 +245,11 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
     """Run the training described by ``cfg``; returns the final evaluation results (also in results.json)."""
     out_dir = Path(cfg.output_dir)
     report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not torch.distributed.is_initialized():
+        # accelerate keeps its state process-wide; forget what an earlier train() in this process (a sweep, the
+        # demo, tests, a run that raised) left behind, so this run may pick another precision.
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     accelerator = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps,
@@ -402,11 +407,6 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
     accelerator.free_memory()
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    if accelerator.num_processes == 1:
-        # accelerate keeps its state process-wide; forget it so the next train() in this process (a sweep, the
-        # demo, tests) may pick another precision. Distributed runs end with the process anyway.
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
     return results
 
 
