@@ -40,7 +40,6 @@ import contextlib
 import datetime
 import functools
 import json
-import math
 import os
 import platform
 import shlex
@@ -70,20 +69,45 @@ REPO = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------------------------------------------- options
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default 150; --quick: 20)")
+    p.add_argument(
+        "--steps", type=int, default=None, help="training steps per run (default 150; --quick: 20)"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="per run (default 32; --quick: 8)")
-    p.add_argument("--eval-max-images", type=int, default=None, help="test images evaluated (default 2000; --quick: 300)")
-    p.add_argument("--ks", type=int, nargs="+", default=None, help=f"codebook sizes (default {' '.join(map(str, DEFAULT_KS))})")
+    p.add_argument(
+        "--eval-max-images", type=int, default=None, help="test images evaluated (default 2000; --quick: 300)"
+    )
+    p.add_argument(
+        "--ks",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"codebook sizes (default {' '.join(map(str, DEFAULT_KS))})",
+    )
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="CI-size smoke: K 1024/4096, 20 steps of batch 8, 300 test images, LC k-means on 4K vectors")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1 is fastest on a busy 2-core box)")
-    p.add_argument("--output", default=None, help="markdown file (default benchmarks/usage_study.md)")
-    p.add_argument("--run-dir", default=None, help="folder of the per-run outputs (default outputs/usage_study)")
-    p.add_argument("--cache-dir", default=None, help="where the VQGAN-LC codebooks are cached (default outputs/usage_study/cache)")
     p.add_argument(
-        "--kmeans-iters", type=int, default=None, help="Lloyd iterations for every K (default: 20/10/4/1, see kmeans_iters)"
+        "--quick",
+        action="store_true",
+        help="CI-size smoke: K 1024/4096, 20 steps of batch 8, 300 test images, LC k-means on 4K vectors",
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads (1 is fastest on a busy 2-core box)"
+    )
+    p.add_argument("--output", default=None, help="markdown file (default benchmarks/usage_study.md)")
+    p.add_argument(
+        "--run-dir", default=None, help="folder of the per-run outputs (default outputs/usage_study)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the VQGAN-LC codebooks are cached (default outputs/usage_study/cache)",
+    )
+    p.add_argument(
+        "--kmeans-iters",
+        type=int,
+        default=None,
+        help="Lloyd iterations for every K (default: 20/10/4/1, see kmeans_iters)",
     )
     p.add_argument(
         "--kmeans-max-vectors",
@@ -91,7 +115,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="features given to k-means, as a multiple of K (default: at most max(2K, 100k); --quick: 4K)",
     )
-    p.add_argument("--note", action="append", default=[], help="a line for the notes at the top of the markdown")
+    p.add_argument(
+        "--note", action="append", default=[], help="a line for the notes at the top of the markdown"
+    )
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.quick:
@@ -179,7 +205,9 @@ def classifier_features(num_vectors: int, seed: int) -> tuple[torch.Tensor, dict
         x = to_pixels(images[order[start : start + chunk]]).contiguous(memory_format=torch.channels_last)
         f = stem(x)  # (B, 64, 8, 8)
         if f.shape[1] != FEATURE_DIM:
-            raise RuntimeError(f"expected {FEATURE_DIM} channels after the classifier's second stage, got {f.shape[1]}")
+            raise RuntimeError(
+                f"expected {FEATURE_DIM} channels after the classifier's second stage, got {f.shape[1]}"
+            )
         chunks.append(torch.unique(f.permute(0, 2, 3, 1).reshape(-1, FEATURE_DIM).contiguous(), dim=0))
         used_images += x.shape[0]
         distinct = sum(c.shape[0] for c in chunks)
@@ -200,7 +228,10 @@ def lc_codebook(k: int, args: argparse.Namespace) -> tuple[Path, dict]:
 
     n = kmeans_vectors(k, args.kmeans_max_vectors)
     iters = kmeans_iters(k, args.kmeans_iters)
-    path = Path(args.cache_dir) / f"lc_codebook_fmnist-classifier-stage2_K{k}_n{n}_it{iters}_seed{args.seed}.safetensors"
+    path = (
+        Path(args.cache_dir)
+        / f"lc_codebook_fmnist-classifier-stage2_K{k}_n{n}_it{iters}_seed{args.seed}.safetensors"
+    )
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file():
         try:
@@ -226,7 +257,9 @@ def lc_codebook(k: int, args: argparse.Namespace) -> tuple[Path, dict]:
     info.update(k=k, kmeans_iters=iters, kmeans_init="k-means++" if k <= 4096 else "random",
                 feature_seconds=round(t_feat, 1), kmeans_seconds=round(t_km, 1),
                 encoder="fullvq_hf fmnist_classifier body[:8] (64 x 8 x 8)")  # fmt: skip
-    save_codebook(centres, path, encoder_name=info["encoder"], metadata={k2: str(v) for k2, v in info.items()})
+    save_codebook(
+        centres, path, encoder_name=info["encoder"], metadata={k2: str(v) for k2, v in info.items()}
+    )
     info_path.write_text(json.dumps(info, indent=2) + "\n")
     print(f"  VQGAN-LC codebook K={k}: k-means took {t_km:.0f}s; saved {path}", flush=True)
     return path, {**info, "cached": False}
@@ -246,7 +279,9 @@ def patch_dataset_cache() -> None:
     tokenizer_trainer.load_image_dataset = cached
 
 
-def run_options(method: str, k: int, schedule: str, args: argparse.Namespace, out_dir: Path, lc_path: Path | None) -> dict:
+def run_options(
+    method: str, k: int, schedule: str, args: argparse.Namespace, out_dir: Path, lc_path: Path | None
+) -> dict:
     opts = {
         "preset": PRESET,
         "codebook_size": k,
@@ -295,10 +330,24 @@ def run_one(method: str, k: int, schedule: str, args: argparse.Namespace, lc_inf
         torch.manual_seed(args.seed)
         out_dir.mkdir(parents=True, exist_ok=True)
         t1 = time.perf_counter()
-        with open(out_dir / "train.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with (
+            open(out_dir / "train.log", "w") as log,
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+        ):
             results = train(cfg)  # the trainer's prints, warnings and tqdm bars go to <run>/train.log
         row.update(run_seconds=time.perf_counter() - t1, setup_seconds=setup_s)
-        for key in ("usage", "used_codes", "perplexity", "dead_codes", "psnr", "ssim", "num_images", "num_tokens", "step"):
+        for key in (
+            "usage",
+            "used_codes",
+            "perplexity",
+            "dead_codes",
+            "psnr",
+            "ssim",
+            "num_images",
+            "num_tokens",
+            "step",
+        ):
             row[key] = results.get(key)
     except Exception as e:  # a failed run is a row, not a crash
         row.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
@@ -369,7 +418,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
     ]
     if meta.get("lc_codebooks"):
-        lines += ["| K | vectors | from images | Lloyd iterations | k-means time (s) |", "|---|---|---|---|---|"]
+        lines += [
+            "| K | vectors | from images | Lloyd iterations | k-means time (s) |",
+            "|---|---|---|---|---|",
+        ]
         for k, info in sorted(meta["lc_codebooks"].items(), key=lambda kv: int(kv[0])):
             lines.append(
                 f"| {int(k):,} | {fmt_int(info.get('vectors'))} | {fmt_int(info.get('images'))} | "
@@ -387,7 +439,14 @@ def markdown(rows: list[dict], meta: dict) -> str:
             cells = []
             found = False
             for k in ks:
-                r = next((r for r in rows if (r["method"], r["schedule"], r["codebook_size"]) == (method, schedule, k)), None)
+                r = next(
+                    (
+                        r
+                        for r in rows
+                        if (r["method"], r["schedule"], r["codebook_size"]) == (method, schedule, k)
+                    ),
+                    None,
+                )
                 found |= r is not None
                 cells.append("-" if r is None else "failed" if r["status"] != "ok" else fmt_pct(r["usage"]))
             if found:
@@ -400,7 +459,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
-    for r in sorted(rows, key=lambda r: (order[r["method"]], r["codebook_size"], SCHEDULES.index(r["schedule"]))):
+    for r in sorted(
+        rows, key=lambda r: (order[r["method"]], r["codebook_size"], SCHEDULES.index(r["schedule"]))
+    ):
         if r["status"] != "ok":
             lines.append(
                 f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r['bridge'] or '-'} | failed: "
@@ -435,14 +496,20 @@ def plot(rows: list[dict], path: Path) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
     for method in METHODS:
         for schedule in SCHEDULES:
-            pts = sorted((r["codebook_size"], r) for r in ok if r["method"] == method and r["schedule"] == schedule)
+            pts = sorted(
+                (r["codebook_size"], r) for r in ok if r["method"] == method and r["schedule"] == schedule
+            )
             if not pts:
                 continue
             ks = [k for k, _ in pts]
             style = "-" if schedule == "annealing" else "--"
             label = f"{METHOD_LABELS[method]}, {schedule}"
-            axes[0].plot(ks, [100 * r["usage"] for _, r in pts], style, marker="o", color=colors[method], label=label)
-            axes[1].plot(ks, [r["psnr"] for _, r in pts], style, marker="o", color=colors[method], label=label)
+            axes[0].plot(
+                ks, [100 * r["usage"] for _, r in pts], style, marker="o", color=colors[method], label=label
+            )
+            axes[1].plot(
+                ks, [r["psnr"] for _, r in pts], style, marker="o", color=colors[method], label=label
+            )
     all_ks = sorted({r["codebook_size"] for r in ok})
     for ax in axes:
         ax.set_xscale("log", base=2)
@@ -470,7 +537,9 @@ def write_outputs(rows: list[dict], meta: dict, output: Path) -> None:
     text = markdown(rows, meta)
     output.write_text(text)
     lc = {str(k): v for k, v in meta.get("lc_codebooks", {}).items()}
-    output.with_suffix(".json").write_text(json.dumps({**meta, "lc_codebooks": lc, "rows": rows}, indent=2) + "\n")
+    output.with_suffix(".json").write_text(
+        json.dumps({**meta, "lc_codebooks": lc, "rows": rows}, indent=2) + "\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- main
@@ -511,7 +580,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 flush=True,
             )
         else:
-            print(f"[{i}/{len(plan)}] {row['run']}: FAILED ({row['error']}); {row['wall_seconds']:.0f}s", flush=True)
+            print(
+                f"[{i}/{len(plan)}] {row['run']}: FAILED ({row['error']}); {row['wall_seconds']:.0f}s",
+                flush=True,
+            )
         meta["total_seconds"] = elapsed
         meta["status"] = None if i == len(plan) else f"in progress: {i}/{len(plan)} runs done"
         write_outputs(rows, meta, output)
@@ -520,7 +592,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_outputs(rows, meta, output)
     text = markdown(rows, meta)
     print("\n" + text, flush=True)
-    print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')} in {meta['total_seconds'] / 60:.1f} min")
+    print(
+        f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')} in {meta['total_seconds'] / 60:.1f} min"
+    )
     failed = [r["run"] for r in rows if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} failed run(s): {', '.join(failed)}", flush=True)
