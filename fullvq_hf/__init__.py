@@ -1,5 +1,5 @@
 """fullvq_hf: scalable vector-quantized image tokenizers (FVQ / VQBridge, VQGAN-LC, SimVQ, plain VQ) as
-diffusers models."""
+diffusers models, and the LlamaGen class-to-image generator as a transformers model."""
 
 __version__ = "0.1.0"
 
@@ -8,6 +8,8 @@ from .models import (
     BACKBONES,
     FrozenCodebookQuantizer,
     FVQModel,
+    LlamaGenConfig,
+    LlamaGenForConditionalGeneration,
     QuantizerOutput,
     SimVQQuantizer,
     VectorQuantizer,
@@ -24,6 +26,8 @@ __all__ = [
     "CodebookUsage",
     "FVQModel",
     "FrozenCodebookQuantizer",
+    "LlamaGenConfig",
+    "LlamaGenForConditionalGeneration",
     "QuantizerOutput",
     "SimVQQuantizer",
     "VQBridge",
