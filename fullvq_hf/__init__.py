@@ -20,6 +20,7 @@ from .models import (
     bridge_grid,
     nearest_codes,
 )
+from .pipelines import LlamaGenPipeline
 
 __all__ = [
     "BACKBONES",
@@ -28,6 +29,7 @@ __all__ = [
     "FrozenCodebookQuantizer",
     "LlamaGenConfig",
     "LlamaGenForConditionalGeneration",
+    "LlamaGenPipeline",
     "QuantizerOutput",
     "SimVQQuantizer",
     "VQBridge",

@@ -1,0 +1,3 @@
+from .pipeline_llamagen import LlamaGenPipeline, check_compatible
+
+__all__ = ["LlamaGenPipeline", "check_compatible"]

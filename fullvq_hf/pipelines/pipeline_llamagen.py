@@ -1,0 +1,156 @@
+"""``LlamaGenPipeline``: class labels -> token grids (LlamaGen GPT) -> images (an FVQ / VQGAN-LC tokenizer).
+
+    pipe = LlamaGenPipeline(transformer=generator, vqvae=tokenizer)
+    images = pipe(class_labels=[0, 1, 2], guidance_scale=4.0, generator=torch.Generator().manual_seed(0)).images
+
+The pipeline only composes the two models: sampling lives in ``LlamaGenForConditionalGeneration.sample`` and
+decoding in the tokenizer's ``decode`` (token ids are looked up in its codebook, as diffusers' ``VQModel`` does with
+``force_not_quantize=True``). ``save_pretrained`` writes ``model_index.json`` with one folder per component;
+``LlamaGenPipeline.from_pretrained(dir_or_repo)`` loads it back (``DiffusionPipeline.from_pretrained`` only resolves
+pipelines that live inside diffusers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+
+from ..models.modeling_llamagen import LlamaGenForConditionalGeneration
+
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+
+class LlamaGenPipeline(DiffusionPipeline):
+    r"""
+    Class-conditional image generation with a LlamaGen GPT over the tokens of a VQ tokenizer.
+
+    Parameters:
+        transformer ([`LlamaGenForConditionalGeneration`]): The autoregressive prior over token ids.
+        vqvae ([`FVQModel`] or [`VQGANLCModel`]): The tokenizer whose codebook the transformer's vocabulary indexes.
+            Its `codebook_size` must equal the transformer's `vocab_size`, and its nominal token grid
+            (`sample_size / downsample_factor`) the transformer's `grid_size`.
+    """
+
+    model_cpu_offload_seq = "transformer->vqvae"
+
+    def __init__(self, transformer: LlamaGenForConditionalGeneration, vqvae):
+        super().__init__()
+        check_compatible(transformer, vqvae)
+        self.register_modules(transformer=transformer, vqvae=vqvae)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of generated images: the token grid times the tokenizer's downsampling factor."""
+        f = self.vqvae.downsample_factor
+        height, width = self.transformer.config.grid_size
+        return height * f, width * f
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        class_labels: int | list[int] | torch.Tensor,
+        guidance_scale: float = 4.0,
+        guidance_schedule: str = "constant",
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        num_images_per_label: int = 1,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        use_cache: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Generate one image per class label.
+
+        Args:
+            class_labels (`int`, `list[int]` or `torch.Tensor`): Classes in `[0, transformer.config.num_classes)`.
+            guidance_scale (`float`, defaults to 4.0): Classifier-free guidance scale; `1.0` samples from the
+                conditional model alone (no doubled batch).
+            guidance_schedule (`str`, defaults to `"constant"`): `"constant"`, or `"linear"` / `"cosine"` ramps from
+                1 at the first token to `guidance_scale` at the last.
+            temperature (`float`, defaults to 1.0): Softmax temperature; 0 is greedy.
+            top_k (`int`, *optional*): Keep only the k most likely tokens (LlamaGen's demo: 2000 for 16,384 codes).
+            top_p (`float`, defaults to 1.0): Nucleus sampling mass.
+            generator (`torch.Generator`, *optional*): For reproducible samples; must live on the pipeline's device.
+            num_images_per_label (`int`, defaults to 1): Images per class label.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, C) in [0, 1] or `"pt"` (B, C, H, W)
+                in [0, 1].
+            return_dict (`bool`, defaults to `True`): Return an `ImagePipelineOutput` instead of a tuple.
+            use_cache (`bool`, defaults to `True`): Static KV cache; `False` recomputes the prefix every step.
+
+        Returns:
+            [`ImagePipelineOutput`] with `images`, or `(images,)` when `return_dict=False`.
+        """
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}")
+        if generator is not None and generator.device.type != self.device.type:
+            raise ValueError(
+                f"generator is on {generator.device} but the pipeline runs on {self.device}; "
+                f"create it with torch.Generator(device={str(self.device)!r})"
+            )
+        labels = self.transformer.check_class_labels(class_labels, allow_null=False)
+        labels = labels.repeat_interleave(num_images_per_label)
+
+        num_tokens = self.transformer.num_image_tokens
+        with self.progress_bar(total=num_tokens) as progress:
+            tokens = self.transformer.sample(
+                labels,
+                guidance_scale=guidance_scale,
+                guidance_schedule=guidance_schedule,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                generator=generator,
+                use_cache=use_cache,
+                callback=lambda step, total: progress.update(),
+            )  # (B, h, w)
+        tokens = tokens.to(self.vqvae.device)
+        images = self.vqvae.decode(tokens, force_not_quantize=True).sample  # (B, C, H, W) in ~[-1, 1]
+        images = (images.float().clamp(-1, 1) + 1) / 2
+        self.maybe_free_model_hooks()
+
+        if output_type != "pt":
+            images = images.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, C)
+            if output_type == "pil":
+                images = self.numpy_to_pil(images.astype(np.float32))
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
+
+
+def check_compatible(transformer, vqvae) -> None:
+    """ValueError unless the generator's vocabulary and token grid match the tokenizer's codebook and grid."""
+    if not isinstance(transformer, LlamaGenForConditionalGeneration):
+        raise ValueError(
+            f"transformer must be a LlamaGenForConditionalGeneration, got {type(transformer).__name__}"
+        )
+    for attr in ("codebook_size", "downsample_factor", "decode"):
+        if not hasattr(vqvae, attr):
+            raise ValueError(
+                f"vqvae must be a VQ tokenizer (FVQModel or VQGANLCModel) with `{attr}`, got {type(vqvae).__name__}"
+            )
+    vocab, codes = transformer.config.vocab_size, vqvae.codebook_size
+    if vocab != codes:
+        raise ValueError(
+            f"the generator's vocab_size ({vocab}) differs from the tokenizer's codebook_size ({codes}): its token ids "
+            "would index another codebook. Use the tokenizer the generator was trained on (the codes dataset records "
+            "it), or train the generator with vocab_size equal to the tokenizer's codebook_size."
+        )
+    f = vqvae.downsample_factor
+    grid = tuple(transformer.config.grid_size)
+    size = getattr(vqvae.config, "sample_size", None)
+    if size is not None:
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        tokenizer_grid = (size[0] // f, size[1] // f)
+        if tokenizer_grid != grid:
+            raise ValueError(
+                f"the generator makes {grid[0]}x{grid[1]} token grids but the tokenizer is set up for "
+                f"{size[0]}x{size[1]} px images = {tokenizer_grid[0]}x{tokenizer_grid[1]} tokens (downsampling {f}). "
+                "Use a generator trained on this tokenizer's grid; or, to decode the generator's grid at "
+                f"{grid[0] * f}x{grid[1] * f} px with this fully convolutional tokenizer (as LlamaGen does at 384 px), "
+                f"call vqvae.register_to_config(sample_size={grid[0] * f}) first."
+            )
