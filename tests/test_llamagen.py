@@ -319,3 +319,19 @@ def test_model_save_load_and_auto_classes(tmp_path):
         assert loaded.config.grid_size == [GRID, GRID]
         ids = torch.randint(0, VOCAB, (1, 16))
         assert torch.equal(loaded(ids, torch.tensor([3])).logits, model(ids, torch.tensor([3])).logits)
+
+
+def test_bf16_sampling_runs_and_keeps_the_cache_in_bf16():
+    model = tiny_gpt().to(torch.bfloat16)
+    assert model.allocate_kv_cache(2)[0][0].dtype == torch.bfloat16
+    tokens = model.sample([1, 2], guidance_scale=2.0, generator=torch.Generator().manual_seed(0))
+    assert tokens.shape == (2, GRID, GRID) and tokens.dtype == torch.long
+
+
+@pytest.mark.slow
+def test_compiled_decode_step_gives_the_same_tokens():
+    """The decode step has static shapes: torch.compile(fullgraph=True) must accept it (about 20-30 s here)."""
+    model = tiny_gpt()
+    eager = model.sample([1, 2], guidance_scale=2.0, temperature=0)
+    compiled = model.sample([1, 2], guidance_scale=2.0, temperature=0, compile=True)
+    assert torch.equal(eager, compiled)
