@@ -87,8 +87,11 @@ def test_mismatches_are_listed(tmp_path):
 def test_missing_facts_ask_for_options(tmp_path):
     path = tmp_path / "gpt.pt"
     torch.save({"model": official_gpt_state_dict()}, path)
+    assert convert_llamagen_gpt(path, grid_size=4).config.num_attention_heads == 1  # width 64: head size 64
+    odd = tmp_path / "odd.pt"
+    torch.save({"model": official_gpt_state_dict(dim=96)}, odd)
     with pytest.raises(ValueError, match="num_attention_heads"):
-        convert_llamagen_gpt(path, grid_size=4)
+        convert_llamagen_gpt(odd, grid_size=4)
     with pytest.raises(ValueError, match="grid_size=16"):
         convert_llamagen_gpt(path, num_attention_heads=4)
     assert convert_llamagen_gpt(path, num_attention_heads=4, grid_size=4).config.grid_size == [4, 4]

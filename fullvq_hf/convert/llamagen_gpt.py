@@ -13,7 +13,7 @@ The official layout (``autoregressive/models/gpt.py``), per layer i::
 
 Our module names are the same, so the key map is the identity once DDP / FSDP / torch.compile prefixes are
 stripped. Shapes give the vocabulary, width, depth, classes and SwiGLU width; the number of heads (not visible in
-any shape) comes from LlamaGen's preset table by (depth, width), and the token grid from the checkpoint's training
+any shape) comes from LlamaGen's preset table by (depth, width) (else its usual head size 64), and the token grid from the checkpoint's training
 args (``image_size / downsample_size``) or the file name (``_256`` -> 16 x 16, ``_384`` -> 24 x 24), else
 ``grid_size=`` must be given.
 """
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 LAYOUT = "LlamaGen c2i GPT"
 DOWNSAMPLE = 16  # LlamaGen's c2i GPTs are trained on VQ-16 tokens
+HEAD_DIM = 64  # the head size of every LlamaGen c2i preset but GPT-3B (100)
 
 
 def is_training_only(key: str) -> bool:
@@ -91,9 +92,21 @@ def convert_llamagen_gpt(
         name, config["num_attention_heads"] = presets[(depth, hidden_size)]
         logger.info("%s: %d layers x %d wide is LlamaGen's %s", checkpoint_path, depth, hidden_size, name)
     elif "num_attention_heads" not in config_overrides:
-        raise ValueError(
-            f"{depth} layers x {hidden_size} wide is not one of LlamaGen's presets {sorted(LLAMAGEN_PRESETS)}, so "
-            "the number of heads cannot be inferred; pass num_attention_heads=... (--num-attention-heads)."
+        if hidden_size % HEAD_DIM:
+            raise ValueError(
+                f"{depth} layers x {hidden_size} wide is not one of LlamaGen's presets {sorted(LLAMAGEN_PRESETS)} "
+                f"and not a multiple of its usual head size {HEAD_DIM}, so the number of heads cannot be inferred; "
+                "pass num_attention_heads=... (--num-attention-heads)."
+            )
+        config["num_attention_heads"] = hidden_size // HEAD_DIM
+        logger.warning(
+            "%d layers x %d wide is not a LlamaGen preset; assuming its usual head size %d (%d heads). Pass "
+            "num_attention_heads=... if the model was trained otherwise: the weights load either way, the logits "
+            "do not match.",
+            depth,
+            hidden_size,
+            HEAD_DIM,
+            hidden_size // HEAD_DIM,
         )
     grid = infer_grid_size(checkpoint_path, args)
     if grid is not None:
