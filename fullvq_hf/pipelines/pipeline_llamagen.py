@@ -6,11 +6,13 @@
 The pipeline only composes the two models: sampling lives in ``LlamaGenForConditionalGeneration.sample`` and
 decoding in the tokenizer's ``decode`` (token ids are looked up in its codebook, as diffusers' ``VQModel`` does with
 ``force_not_quantize=True``). ``save_pretrained`` writes ``model_index.json`` with one folder per component;
-``LlamaGenPipeline.from_pretrained(dir_or_repo)`` loads it back (``DiffusionPipeline.from_pretrained`` only resolves
-pipelines that live inside diffusers).
+``LlamaGenPipeline.from_pretrained(dir_or_repo)`` loads it back, from a folder or the Hub
+(``DiffusionPipeline.from_pretrained`` only resolves pipelines that live inside diffusers).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import torch
@@ -38,6 +40,34 @@ class LlamaGenPipeline(DiffusionPipeline):
         super().__init__()
         check_compatible(transformer, vqvae)
         self.register_modules(transformer=transformer, vqvae=vqvae)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """Load from a folder written by ``save_pretrained`` or a Hub repo id (``revision``, ``cache_dir``,
+        ``token``, ``local_files_only``, ``force_download`` apply to the download; other kwargs go to diffusers).
+
+        Hub repos are fetched with ``snapshot_download`` first (config, safetensors and card files only): diffusers'
+        own Hub path looks third-party components up as remote code and refuses them.
+        """
+        if not os.path.isdir(pretrained_model_name_or_path):
+            from huggingface_hub import snapshot_download
+
+            download_keys = (
+                "revision",
+                "cache_dir",
+                "token",
+                "local_files_only",
+                "force_download",
+                "proxies",
+            )
+            download = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
+            pretrained_model_name_or_path = snapshot_download(
+                str(pretrained_model_name_or_path),
+                allow_patterns=["*.json", "*.safetensors", "*.md"],
+                **download,
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @property
     def image_size(self) -> tuple[int, int]:
