@@ -277,4 +277,14 @@ def test_build_perceptual_loss_none_warns_once(monkeypatch, caplog):
 
 
 def test_schedules_module_exports():
-    assert set(schedules.SCHEDULES) == {"annealing", "annealing-cosine", "constant", "cosine"}
+    assert set(schedules.SCHEDULES) == {"annealing", "annealing-cosine", "constant", "cosine", "linear"}
+
+
+def test_linear_schedule_decays_from_one_to_end_factor_after_warmup():
+    from fullvq_hf.training.schedules import linear
+
+    assert linear(0, 11, 1) == pytest.approx(0.005)
+    assert [linear(s, 11, 1) for s in (1, 10, 20)] == pytest.approx([1.0, 0.0, 0.0])
+    assert linear(6, 11, 1, end_factor=0.1) == pytest.approx(1.0 - 0.9 * 5 / 9)
+    sched = get_scheduler("linear", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=2.0), 11, 1)
+    assert sched.get_last_lr()[0] == pytest.approx(0.01)

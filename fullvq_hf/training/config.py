@@ -1,5 +1,8 @@
 """Options of the tokenizer trainer: one dataclass, named presets for the papers' recipes and small CPU runs,
-and loading from the command line and/or a YAML/JSON file (command line wins)."""
+and loading from the command line and/or a YAML/JSON file (command line wins).
+
+``build_parser`` / ``make_config`` / ``parse_args`` serve any trainer's options dataclass (``config_cls``, with its
+presets in a ``PRESETS`` class attribute); the LlamaGen trainer uses them for ``LlamaGenTrainingConfig``."""
 
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                      bridge="S/2", codebook_size=256, codebook_dim=8, checkpoint_every=10, image_every=10,
                      log_every=5, eval_max_images=64, report_to="none"),
 }  # fmt: skip
+TokenizerTrainingConfig.PRESETS = PRESETS
+TokenizerTrainingConfig.DESCRIPTION = "Train an FVQ / VQGAN-LC / VQ tokenizer with accelerate."
 
 
 def _parse_bool(value: str) -> bool:
@@ -135,16 +140,23 @@ def _none_or(kind):
     return parse
 
 
-def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """Every config field as ``--field-name`` (no defaults here: unset options fall back to preset, file, class)."""
-    parser = argparse.ArgumentParser(prog=prog, description="Train an FVQ / VQGAN-LC / VQ tokenizer with accelerate.")
+def build_parser(prog: str | None = None, config_cls: type | None = None) -> argparse.ArgumentParser:
+    """Every field of ``config_cls`` (a dataclass; default ``TokenizerTrainingConfig``) as ``--field-name``, plus
+    ``--config FILE``. No defaults here: unset options fall back to preset, file, class.
+
+    The class's ``DESCRIPTION`` attribute, when set, is the help text. Fields must be annotated as strings
+    (``from __future__ import annotations``) with types ``int``, ``float``, ``bool``, ``str``, optionally ``| None``.
+    """
+    config_cls = config_cls or TokenizerTrainingConfig
+    parser = argparse.ArgumentParser(prog=prog, description=getattr(config_cls, "DESCRIPTION", None))
     parser.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
-    for f in dataclasses.fields(TokenizerTrainingConfig):
+    for f in dataclasses.fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         type_str = str(f.type)  # e.g. "int", "float | None" (annotations are strings here)
         base = {"int": int, "float": float, "bool": _parse_bool}.get(type_str.split("|")[0].strip(), str)
         kind = _none_or(base) if "None" in type_str else base
-        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=type_str.split("|")[0].strip().upper())
+        metavar = type_str.split("|")[0].strip().upper()
+        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar)
     return parser
 
 
@@ -164,28 +176,34 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 
-def make_config(args: dict[str, Any] | None = None) -> TokenizerTrainingConfig:
-    """Merge, later winning: class defaults < preset < config file < explicit options."""
+def make_config(args: dict[str, Any] | None = None, config_cls: type | None = None):
+    """Merge, later winning: class defaults < preset < config file < explicit options, into a ``config_cls``
+    (default ``TokenizerTrainingConfig``; its ``PRESETS`` attribute names the presets)."""
+    config_cls = config_cls or TokenizerTrainingConfig
+    presets = getattr(config_cls, "PRESETS", {})
     args = dict(args or {})
     file_values = load_config_file(args.pop("config")) if args.get("config") else {}
     args.pop("config", None)
     preset = args.get("preset") or file_values.get("preset")
     values: dict[str, Any] = {}
     if preset:
-        if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(PRESETS)}.")
-        values.update(PRESETS[preset])
+        if preset not in presets:
+            raise ValueError(f"Unknown preset {preset!r}; choose one of {sorted(presets)}.")
+        values.update(presets[preset])
     values.update(file_values)
     values.update(args)
-    known = {f.name for f in dataclasses.fields(TokenizerTrainingConfig)}
+    known = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ValueError(f"Unknown option(s) {unknown}; valid options are the fields of TokenizerTrainingConfig.")
-    return TokenizerTrainingConfig(**values)
+        raise ValueError(
+            f"Unknown option(s) {unknown}; valid options are the fields of {config_cls.__name__}."
+        )
+    return config_cls(**values)
 
 
-def parse_args(argv: list[str] | None = None, prog: str | None = None) -> TokenizerTrainingConfig:
-    return make_config(vars(build_parser(prog).parse_args(argv)))
+def parse_args(argv: list[str] | None = None, prog: str | None = None, config_cls: type | None = None):
+    """``make_config`` from command-line arguments (``--config FILE``, ``--preset NAME``, ``--field-name VALUE``)."""
+    return make_config(vars(build_parser(prog, config_cls).parse_args(argv)), config_cls)
 
 
 __all__ = ["PRESETS", "TokenizerTrainingConfig", "build_parser", "make_config", "parse_args"]

@@ -8,6 +8,7 @@ linear warm-up from ``start_factor`` to 1 over the first ``warmup_steps`` steps:
   up for 4 epochs from 0.005x, holds for 30% and decays linearly to 0.01x: the defaults here.
 - ``constant``: warm-up, then 1.
 - ``cosine``: warm-up, then a cosine decay from 1 to ``end_factor`` at the last step.
+- ``linear``: warm-up, then a linear decay from 1 to ``end_factor`` at the last step.
 
 ``get_scheduler`` wraps one of them in a ``torch.optim.lr_scheduler.LambdaLR`` whose multiplier is a picklable
 callable object (``ScheduleFunction``) holding only numbers and strings, so ``scheduler.state_dict()`` saves it and
@@ -38,6 +39,7 @@ __all__ = [
     "cosine",
     "get_scheduler",
     "learning_annealing",
+    "linear",
     "scale_lr",
 ]
 
@@ -147,6 +149,17 @@ def cosine(
     return _decay((step - warmup_steps) / (last - warmup_steps), end_factor, "cosine")
 
 
+def linear(
+    step: int, total_steps: int, warmup_steps: int, end_factor: float = 0.0, start_factor: float = 0.005
+) -> float:
+    """Linear warm-up from ``start_factor`` to 1 (at ``step == warmup_steps``), then a straight line from 1 down to
+    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``. (Learning annealing
+    with no hold.)"""
+    return learning_annealing(
+        step, total_steps, warmup_steps, start_factor=start_factor, hold_fraction=0.0, end_factor=end_factor
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- schedulers
 # name -> the keyword options it accepts, with their defaults (those of the functions above)
 SCHEDULES: dict[str, dict[str, float]] = {
@@ -154,6 +167,7 @@ SCHEDULES: dict[str, dict[str, float]] = {
     "annealing-cosine": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
     "constant": {"start_factor": 0.005},
     "cosine": {"start_factor": 0.005, "end_factor": 0.0},
+    "linear": {"start_factor": 0.005, "end_factor": 0.0},
 }
 
 
@@ -191,6 +205,8 @@ class ScheduleFunction:
             )
         if self.name == "constant":
             return constant(step, self.warmup_steps, start_factor=self.start_factor)
+        if self.name == "linear":
+            return linear(step, self.total_steps, self.warmup_steps, self.end_factor, self.start_factor)
         return cosine(step, self.total_steps, self.warmup_steps, end_factor=self.end_factor, start_factor=self.start_factor)
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,13 +220,14 @@ def get_scheduler(
 
     Args:
         name: ``"annealing"`` (FVQ: warm-up, hold, linear decay), ``"annealing-cosine"`` (same with a cosine
-            decay), ``"constant"`` (warm-up, then 1) or ``"cosine"`` (warm-up, cosine decay).
+            decay), ``"constant"`` (warm-up, then 1), ``"cosine"`` (warm-up, cosine decay) or ``"linear"``
+            (warm-up, linear decay).
         optimizer: The optimizer; its current ``lr`` values become the base lrs.
         total_steps: Number of optimizer updates in the run (the schedule ends at ``total_steps - 1``).
         warmup_steps: Linear warm-up length in optimizer updates.
-        **kwargs: ``start_factor`` (all), ``hold_fraction`` (annealing), ``end_factor`` (annealing, cosine).
-            Defaults as in the functions: 0.005, 0.3, and ``end_factor`` 0.01 for annealing (FVQ's values), 0.0
-            for cosine.
+        **kwargs: ``start_factor`` (all), ``hold_fraction`` (annealing), ``end_factor`` (annealing, cosine,
+            linear). Defaults as in the functions: 0.005, 0.3, and ``end_factor`` 0.01 for annealing (FVQ's
+            values), 0.0 for cosine and linear.
 
     Call ``scheduler.step()`` once per optimizer update. Building the scheduler sets the lr of step 0.
     """

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -19,14 +17,25 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..data import ImageTransform, StepBatchSampler, TransformedImages, collate_images, load_image_dataset
 from ..metrics import CodebookUsage
 from ..models import BACKBONES, FVQModel, VQGANLCModel
 from ..models.vqbridge import parse_bridge_preset
+from .common import (  # noqa: F401  (re-exported: the names lived here before the LlamaGen trainer shared them)
+    CHECKPOINT_PREFIX,
+    EMA,
+    TrainState,
+    list_checkpoints,
+    make_accelerator,
+    replica_checksums,
+    resume_from,
+    save_checkpoint,
+    save_image_grid,
+    unwrap_model,
+)
 from .config import TokenizerTrainingConfig
 from .losses import (
     PatchGANDiscriminator,
@@ -38,7 +47,6 @@ from .losses import (
 from .schedules import get_scheduler, scale_lr
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_PREFIX = "checkpoint-"
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -68,104 +76,6 @@ def build_model(cfg: TokenizerTrainingConfig) -> FVQModel | VQGANLCModel:
     else:
         logger.warning("vqgan-lc without --lc-codebook: the frozen codebook is random Gaussian features.")
     return model
-
-
-class EMA:
-    """Exponential moving average of a model's floating-point state (parameters and buffers)."""
-
-    def __init__(self, model: torch.nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].lerp_(v.detach().float(), 1.0 - self.decay)
-
-    def copy_to(self, model: torch.nn.Module) -> None:
-        state = model.state_dict()
-        model.load_state_dict({k: (self.shadow[k].to(v.dtype) if k in self.shadow else v) for k, v in state.items()})
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay, self.shadow = state["decay"], state["shadow"]
-
-
-class TrainState:
-    """What a checkpoint needs besides weights, optimizers, schedulers and RNGs."""
-
-    def __init__(self):
-        self.step, self.images_seen, self.skipped_images = 0, 0, 0
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "images_seen": self.images_seen, "skipped_images": self.skipped_images}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step, self.images_seen, self.skipped_images = state["step"], state["images_seen"], state["skipped_images"]
-
-
-# ---------------------------------------------------------------------------------------------------- checkpoints
-def list_checkpoints(checkpoint_dir: Path) -> list[Path]:
-    """Complete checkpoints, newest first (temporary folders of interrupted saves are ignored)."""
-    if not checkpoint_dir.is_dir():
-        return []
-    found = [p for p in checkpoint_dir.iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]), reverse=True)
-
-
-def save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int, total_limit: int | None) -> Path:
-    """``save_state`` into a temporary folder, then an atomic rename: a run killed while saving leaves the
-    previous checkpoint intact and no half-written ``checkpoint-*`` folder."""
-    final = checkpoint_dir / f"{CHECKPOINT_PREFIX}{step:08d}"
-    tmp = checkpoint_dir / f".tmp-{CHECKPOINT_PREFIX}{step:08d}"
-    if accelerator.is_main_process:
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / "COMPLETE").write_text(json.dumps({"step": step, "time": time.time()}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        if total_limit:
-            for old in list_checkpoints(checkpoint_dir)[total_limit:]:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def resume_from(accelerator: Accelerator, resume: str, checkpoint_dir: Path) -> Path | None:
-    """Load ``resume`` ("latest" or a folder). With "latest", a checkpoint that fails to load (truncated or
-    corrupt files) is reported and the previous one is tried."""
-    if resume == "latest":
-        candidates = list_checkpoints(checkpoint_dir)
-        if not candidates:
-            accelerator.print(f"--resume latest: no checkpoint in {checkpoint_dir}; starting from scratch.")
-            return None
-    else:
-        path = Path(resume)
-        if not path.is_dir():
-            raise FileNotFoundError(f"--resume {resume}: no such checkpoint folder (or use --resume latest).")
-        candidates = [path]
-    errors = []
-    for path in candidates:
-        if not (path / "COMPLETE").exists():
-            errors.append(f"{path}: incomplete (no COMPLETE marker)")
-            continue
-        try:
-            accelerator.load_state(str(path))
-            for msg in errors:
-                accelerator.print(f"warning: skipped unusable checkpoint {msg}")
-            return path
-        except Exception as e:  # truncated safetensors, missing files, ...
-            errors.append(f"{path}: {type(e).__name__}: {e}")
-            if resume != "latest":
-                break
-    raise RuntimeError("No usable checkpoint to resume from:\n  " + "\n  ".join(errors))
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -224,38 +134,12 @@ def _stream_seed(seed: int, rank: int, position: int) -> int:
     return (seed * 1_000_003 + rank * 7919 + position) & 0x7FFFFFFFFFFFFFFF
 
 
-# ---------------------------------------------------------------------------------------------------- pictures
-def save_image_grid(rows: list[torch.Tensor], path: Path, max_images: int = 8) -> None:
-    """Rows of (B, C, H, W) images in [-1, 1] side by side -> PNG."""
-    import numpy as np
-    from PIL import Image
-
-    tiles = []
-    for row in rows:
-        x = ((row[:max_images].detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu()
-        tiles.append(torch.cat(list(x), dim=-1))  # (C, H, B*W)
-    grid = torch.cat(tiles, dim=-2).permute(1, 2, 0).numpy()
-    grid = grid[..., 0] if grid.shape[-1] == 1 else grid
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(grid)).save(path)
-
-
 # ---------------------------------------------------------------------------------------------------- training
 def train(cfg: TokenizerTrainingConfig) -> dict:
     """Run the training described by ``cfg``; returns the final evaluation results (also in results.json)."""
     out_dir = Path(cfg.output_dir)
     report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and not torch.distributed.is_initialized():
-        # accelerate keeps its state process-wide; forget what an earlier train() in this process (a sweep, the
-        # demo, tests, a run that raised) left behind, so this run may pick another precision.
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
-    accelerator = Accelerator(
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-        log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(out_dir), logging_dir=str(out_dir / "logs")),
-    )
+    accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
     set_seed(cfg.seed)
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -293,7 +177,7 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
     if cfg.compile:
         model = torch.compile(model)
 
-    state = TrainState()
+    state = TrainState(counters=("images_seen", "skipped_images"))
     accelerator.register_for_checkpointing(state)
     ema = None
     if cfg.ema_decay > 0:
@@ -416,9 +300,7 @@ def export_and_evaluate(cfg, accelerator, model, ema, state) -> dict:
 
     out_dir = Path(cfg.output_dir)
     accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    if getattr(unwrapped, "_orig_mod", None) is not None:  # torch.compile wrapper
-        unwrapped = unwrapped._orig_mod
+    unwrapped = unwrap_model(accelerator, model)  # under DDP and torch.compile wrappers
     if ema is not None:
         ema.copy_to(unwrapped)
     if accelerator.is_main_process:
@@ -432,10 +314,7 @@ def export_and_evaluate(cfg, accelerator, model, ema, state) -> dict:
                "num_processes": accelerator.num_processes}  # fmt: skip
     if accelerator.num_processes > 1:
         # every replica must hold the same weights (codebook and bridge included): compare checksums
-        checksum = torch.stack([p.detach().double().sum() for p in unwrapped.parameters()]).sum().reshape(1)
-        sums = accelerator.gather(checksum.to(accelerator.device)).tolist()
-        results["replica_checksums"] = sums
-        results["replicas_identical"] = all(v == sums[0] for v in sums)
+        results.update(replica_checksums(accelerator, unwrapped))
     if cfg.eval_split:
         dataset = load_image_dataset(cfg.dataset, cfg.eval_split, cfg.data_dir, False, cfg.image_column)
         transform = ImageTransform(cfg.resolution, cfg.in_channels, random_crop=False, flip=False)

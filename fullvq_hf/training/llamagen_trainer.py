@@ -1,0 +1,500 @@
+"""Train LlamaGen's class-to-image GPT (``LlamaGenForConditionalGeneration``) on a codes dataset made by
+``fullvq extract-codes`` (``fullvq_hf.training.codes``), with accelerate: one CPU process up to many GPUs and nodes.
+
+LlamaGen's recipe (``autoregressive/train/train_c2i.py``): AdamW (0.9, 0.95), weight decay 0.05 on the >= 2-D
+parameters only (matrices and embedding tables; norm weights excluded), lr 1e-4 for a global batch of 256 (scaled
+linearly with the global batch here), constant lr, gradient clipping at 1.0, bf16, label dropout 0.1 for
+classifier-free guidance, token/residual/FFN dropout 0.1, 300 ImageNet epochs.
+
+One optimizer step (global batch = batch_size x processes x accumulation):
+    codes (B, H*W), labels (B,) -> model(input_ids=codes, class_labels=labels, labels=codes) -> cross-entropy -> step
+
+Batches are a pure function of (seed, step) (``StepBatchSampler``) and the dropout RNGs are part of every
+checkpoint (``accelerator.save_state``), so ``--resume latest`` continues bit-identically. Checkpoints are atomic
+(``common.save_checkpoint``). The run ends with ``output_dir/model`` (``save_pretrained``; the EMA weights when
+``--ema-decay`` > 0), ``results.json``, tensorboard logs and sample grids (one row per class) in ``samples/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+
+from ..data import StepBatchSampler
+from ..models import LlamaGenConfig, LlamaGenForConditionalGeneration
+from .codes import load_codes
+from .common import (
+    EMA,
+    TrainState,
+    make_accelerator,
+    replica_checksums,
+    resume_from,
+    save_checkpoint,
+    save_image_grid,
+    unwrap_model,
+)
+from .config import make_config
+from .config import parse_args as _parse_args
+from .schedules import get_scheduler, scale_lr
+
+logger = logging.getLogger(__name__)
+
+LLAMAGEN_REFERENCE_BATCH = 256  # LlamaGen's lr 1e-4 is for a global batch of 256
+IMAGENET_TRAIN_IMAGES = 1_281_167
+
+
+@dataclass
+class LlamaGenTrainingConfig:
+    # data
+    codes: str | None = None  # codes dataset: a save_to_disk folder of extract-codes, or a Hub dataset id
+    codes_split: str = "train"
+    num_workers: int = 0
+    # model
+    model: str = "GPT-B"  # GPT-B | GPT-L | GPT-XL | GPT-XXL | GPT-3B (fullvq_hf.models.LLAMAGEN_PRESETS)
+    init_from: str | None = None  # a from_pretrained generator (folder or Hub id) to fine-tune
+    vocab_size: int | None = None  # default: the codes' codebook_size
+    grid_size: int | None = None  # square token grid; default: the codes' grid
+    num_classes: int | None = None  # default: the codes' num_classes
+    hidden_size: int | None = None  # overrides of the preset (small CPU models)
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    class_dropout_prob: float = 0.1  # label dropout (classifier-free guidance)
+    token_dropout_prob: float = 0.1
+    resid_dropout_prob: float = 0.1
+    ffn_dropout_prob: float = 0.1
+    gradient_checkpointing: bool = False
+    # optimisation
+    batch_size: int = 32  # per process
+    gradient_accumulation_steps: int = 1
+    max_steps: int = 1000
+    learning_rate: float = 1e-4  # for a global batch of 256 (scaled linearly when scale_lr)
+    scale_lr: bool = True
+    lr_scheduler: str = "constant"  # "constant" | "cosine" | "linear" | "annealing" | "annealing-cosine"
+    warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    weight_decay: float = 0.05  # on >= 2-D parameters only
+    max_grad_norm: float = 1.0  # 0 disables clipping
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    ema_decay: float = 0.0  # 0 disables EMA weights
+    compile: bool = False
+    seed: int = 0
+    # output
+    output_dir: str = "outputs/llamagen"
+    checkpoint_every: int = 5000
+    checkpoints_total_limit: int | None = 3
+    resume: str | None = None  # "latest" or a checkpoint folder
+    log_every: int = 50
+    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
+    # sample grids: sampled tokens every sample_every steps (.npy), decoded to a PNG when a tokenizer is given
+    sample_every: int = 5000
+    tokenizer: str | None = None  # from_pretrained source of the tokenizer that made the codes
+    sample_classes: int = 10  # grid rows: this many classes spread over [0, num_classes)
+    samples_per_class: int = 8
+    sample_guidance_scale: float = 2.0
+    sample_temperature: float = 1.0
+    sample_top_k: int | None = None
+    sample_top_p: float = 1.0
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ImageNet 256 x 256 with a downsample-16 tokenizer: 16 x 16 tokens, 1000 classes; 300 epochs of 1,281,167 images
+# at LlamaGen's global batch 256 (drop_last: 5004 steps an epoch) = 1,501,200 steps. batch_size 32 is per process
+# (8 GPUs -> 256); the lr scales with the actual global batch.
+_C2I = dict(vocab_size=16384, grid_size=16, num_classes=1000, batch_size=32, learning_rate=1e-4, scale_lr=True,
+            lr_scheduler="constant", warmup_steps=0, weight_decay=0.05, mixed_precision="bf16",
+            max_steps=300 * (IMAGENET_TRAIN_IMAGES // LLAMAGEN_REFERENCE_BATCH), checkpoint_every=5000,
+            sample_every=5000, log_every=100, sample_guidance_scale=4.0, sample_top_k=2000)  # fmt: skip
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "c2i-gpt-b": {**_C2I, "model": "GPT-B"},
+    "c2i-gpt-l": {**_C2I, "model": "GPT-L"},
+    # Fashion-MNIST demo: 8 x 8 tokens of a 16,384-code tokenizer (cpu-fmnist-fvq), 10 classes. 5.2M parameters
+    # (half of them the 16,384-way output head, which dominates the cost): ~1 step/s on one busy CPU core.
+    "cpu-fmnist-gpt": dict(model="GPT-B", hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                           batch_size=32, learning_rate=1e-3, scale_lr=False, lr_scheduler="cosine",
+                           warmup_steps=20, max_steps=200, checkpoint_every=100, sample_every=100,
+                           log_every=10, samples_per_class=8, sample_guidance_scale=2.0),
+    # smallest possible end-to-end run (tests)
+    "cpu-tiny-gpt": dict(model="GPT-B", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, batch_size=8,
+                         learning_rate=1e-3, scale_lr=False, lr_scheduler="cosine", warmup_steps=2, max_steps=20,
+                         checkpoint_every=10, sample_every=10, log_every=5, samples_per_class=2, sample_classes=3,
+                         report_to="none"),
+}  # fmt: skip
+LlamaGenTrainingConfig.PRESETS = PRESETS
+LlamaGenTrainingConfig.DESCRIPTION = "Train a LlamaGen class-to-image GPT on a codes dataset with accelerate."
+
+
+def make_llamagen_config(args: dict[str, Any] | None = None) -> LlamaGenTrainingConfig:
+    """Class defaults < preset < ``config`` file < explicit options (see ``fullvq_hf.training.config``)."""
+    return make_config(args, LlamaGenTrainingConfig)
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> LlamaGenTrainingConfig:
+    return _parse_args(argv, prog, LlamaGenTrainingConfig)
+
+
+# ---------------------------------------------------------------------------------------------------- model
+def _codes_facts(codes, metadata: dict) -> dict:
+    """Grid, vocabulary and classes of a codes dataset: from its metadata, else from the data."""
+    import pyarrow.compute as pc
+
+    table = codes.data.table if hasattr(codes.data, "table") else codes.data
+    num_tokens = len(codes[0]["codes"])
+    if metadata.get("grid_height") and metadata.get("grid_width"):
+        grid = (int(metadata["grid_height"]), int(metadata["grid_width"]))
+    else:
+        side = math.isqrt(num_tokens)
+        grid = (side, side) if side * side == num_tokens else None
+    if metadata.get("codebook_size"):
+        codebook_size = int(metadata["codebook_size"])
+    else:
+        codebook_size = int(pc.max(pc.list_flatten(table.column("codes"))).as_py()) + 1
+    labels = table.column("label")
+    label_range = (int(pc.min(labels).as_py()), int(pc.max(labels).as_py()))
+    num_classes = int(metadata.get("num_classes") or label_range[1] + 1)
+    return dict(num_tokens=num_tokens, grid=grid, codebook_size=codebook_size, label_range=label_range,
+                num_classes=num_classes, class_names=metadata.get("class_names"))  # fmt: skip
+
+
+def build_model(cfg: LlamaGenTrainingConfig, facts: dict) -> LlamaGenForConditionalGeneration:
+    """A fresh generator from the preset + overrides, sized by the codes (vocabulary, grid, classes), or
+    ``init_from``; then checked against the codes: a clear ``ValueError`` for any mismatch."""
+    dropout = dict(class_dropout_prob=cfg.class_dropout_prob, token_dropout_prob=cfg.token_dropout_prob,
+                   resid_dropout_prob=cfg.resid_dropout_prob, ffn_dropout_prob=cfg.ffn_dropout_prob)  # fmt: skip
+    if cfg.init_from:
+        model = LlamaGenForConditionalGeneration.from_pretrained(cfg.init_from, **dropout)
+    else:
+        grid = [cfg.grid_size] * 2 if cfg.grid_size else facts["grid"]
+        if grid is None:
+            raise ValueError(
+                f"The codes have {facts['num_tokens']} tokens per row, not a square grid, and no grid metadata; "
+                "pass --grid-size."
+            )
+        overrides = {
+            name: getattr(cfg, name)
+            for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+            if getattr(cfg, name) is not None
+        }
+        config = LlamaGenConfig.from_preset(
+            cfg.model,
+            vocab_size=cfg.vocab_size or facts["codebook_size"],
+            grid_size=list(grid),
+            num_classes=cfg.num_classes or facts["num_classes"],
+            **dropout,
+            **overrides,
+        )
+        names = facts.get("class_names")
+        if names and len(names) == config.num_classes:
+            config.id2label = dict(enumerate(names))
+            config.label2id = {name: i for i, name in enumerate(names)}
+        model = LlamaGenForConditionalGeneration(config)
+    check_codes_fit(model.config, facts, cfg.codes)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model
+
+
+def check_codes_fit(config: LlamaGenConfig, facts: dict, source: str | None = None) -> None:
+    """The generator must cover the codes' vocabulary, grid and classes."""
+    where = f"The codes dataset {source}" if source else "The codes dataset"
+    if facts["codebook_size"] > config.vocab_size:
+        raise ValueError(
+            f"{where} uses a tokenizer of {facts['codebook_size']} codes but the generator's vocab_size is "
+            f"{config.vocab_size}: token ids would fall outside the embedding. Leave --vocab-size unset (it follows "
+            "the codes) or set it >= the codebook size."
+        )
+    if facts["num_tokens"] != config.num_image_tokens:
+        raise ValueError(
+            f"{where} has {facts['num_tokens']} tokens per image (grid {facts['grid']}) but the generator's grid "
+            f"{tuple(config.grid_size)} holds {config.num_image_tokens}; leave --grid-size unset or match it."
+        )
+    low, high = facts["label_range"]
+    if low < 0 or high >= config.num_classes:
+        raise ValueError(
+            f"{where} has labels in [{low}, {high}] but the generator has num_classes={config.num_classes}; "
+            "leave --num-classes unset (it follows the codes) or make it larger than the largest label."
+        )
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """LlamaGen's AdamW groups: weight decay on every >= 2-D parameter (linear weights, embedding tables), none
+    on 1-D ones (RMSNorm weights, any bias). Each group also names its parameters (``names``)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append((name, p))
+    return [
+        {"params": [p for _, p in decay], "weight_decay": weight_decay, "names": [n for n, _ in decay]},
+        {"params": [p for _, p in no_decay], "weight_decay": 0.0, "names": [n for n, _ in no_decay]},
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------- data
+class CodesBatches(torch.utils.data.Dataset):
+    """A codes dataset read by ``(step, index)`` keys of ``StepBatchSampler``, a whole batch per Arrow read."""
+
+    def __init__(self, codes):
+        self.codes = codes.select_columns(["codes", "label"]).with_format("torch")
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitems__(self, keys: list) -> dict:
+        rows = self.codes[[int(k[1]) if isinstance(k, tuple) else int(k) for k in keys]]
+        return {"input_ids": rows["codes"].long(), "class_labels": rows["label"].long()}
+
+    def __getitem__(self, key) -> dict:
+        batch = self.__getitems__([key])
+        return {k: v[0] for k, v in batch.items()}
+
+
+def _as_batch(batch: dict) -> dict:
+    return batch
+
+
+def build_dataloader(cfg: LlamaGenTrainingConfig, codes, accelerator: Accelerator, start_step: int):
+    sampler = StepBatchSampler(
+        len(codes), cfg.batch_size, accelerator.num_processes, accelerator.process_index, cfg.seed,
+        start_step * cfg.gradient_accumulation_steps, cfg.max_steps * cfg.gradient_accumulation_steps,
+    )  # fmt: skip
+    # a private generator: creating the iterator must not draw from the global RNG that dropout uses
+    return torch.utils.data.DataLoader(
+        CodesBatches(codes), batch_sampler=sampler, collate_fn=_as_batch, num_workers=cfg.num_workers,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- samples
+def sample_classes(num_classes: int, count: int) -> list[int]:
+    """``count`` classes spread evenly over ``[0, num_classes)`` (all of them when there are fewer)."""
+    if count >= num_classes:
+        return list(range(num_classes))
+    return sorted({round(i * (num_classes - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+@torch.no_grad()
+def save_samples(model, cfg: LlamaGenTrainingConfig, out_dir: Path, step: int, tokenizer=None) -> Path:
+    """Sample ``samples_per_class`` token grids for each of ``sample_classes`` classes (same seed every time);
+    save the tokens (``tokens-<step>.npy``, (rows, cols, H, W)) and, with a tokenizer, a PNG with a row per class."""
+    classes = sample_classes(model.config.num_classes, cfg.sample_classes)
+    labels = torch.tensor(classes, device=model.device).repeat_interleave(cfg.samples_per_class)
+    generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
+    tokens = model.sample(labels, guidance_scale=cfg.sample_guidance_scale, temperature=cfg.sample_temperature,
+                          top_k=cfg.sample_top_k or None, top_p=cfg.sample_top_p, generator=generator)  # fmt: skip
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = tokens.view(len(classes), cfg.samples_per_class, *tokens.shape[1:]).cpu().numpy()
+    np.save(out_dir / f"tokens-{step:08d}.npy", grid)
+    if tokenizer is None:
+        return out_dir / f"tokens-{step:08d}.npy"
+    images = tokenizer.detokenize(tokens.to(tokenizer.device)).float().clamp(-1, 1)
+    rows = list(images.view(len(classes), cfg.samples_per_class, *images.shape[1:]))
+    path = out_dir / f"samples-{step:08d}.png"
+    save_image_grid(rows, path, max_images=cfg.samples_per_class)
+    return path
+
+
+def _load_sample_tokenizer(cfg: LlamaGenTrainingConfig, facts: dict, model_config: LlamaGenConfig, device):
+    from ..evaluation.tokenizer_eval import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer).to(device).eval()
+    if tokenizer.codebook_size < model_config.vocab_size:
+        raise ValueError(
+            f"--tokenizer {cfg.tokenizer} has {tokenizer.codebook_size} codes but the generator samples ids below "
+            f"{model_config.vocab_size}; pass the tokenizer that made the codes."
+        )
+    if tokenizer.codebook_size != facts["codebook_size"]:
+        raise ValueError(
+            f"--tokenizer {cfg.tokenizer} has {tokenizer.codebook_size} codes but the codes were made by a tokenizer "
+            f"of {facts['codebook_size']}; pass the tokenizer that made the codes."
+        )
+    return tokenizer
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def train(cfg: LlamaGenTrainingConfig) -> dict:
+    """Run the training described by ``cfg``; returns the results (also in ``output_dir/results.json``)."""
+    if not cfg.codes:
+        raise ValueError(
+            "--codes is required: a codes dataset made by `fullvq extract-codes` (folder or Hub id)."
+        )
+    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
+        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
+    out_dir = Path(cfg.output_dir)
+    report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
+    accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
+    set_seed(cfg.seed)  # the same initial weights in every process
+
+    codes, metadata = load_codes(cfg.codes, cfg.codes_split)
+    facts = _codes_facts(codes, metadata)
+    model = build_model(cfg, facts)
+    tokenizer = None
+    if cfg.tokenizer and cfg.sample_every and accelerator.is_main_process:
+        tokenizer = _load_sample_tokenizer(cfg, facts, model.config, accelerator.device)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+
+    global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
+    lr = (
+        scale_lr(cfg.learning_rate, global_batch, LLAMAGEN_REFERENCE_BATCH)
+        if cfg.scale_lr
+        else cfg.learning_rate
+    )
+    groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, cfg.weight_decay)]
+    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))  # a short smoke run of any preset works
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.max_steps, warmup_steps)
+    # the scheduler stays unprepared (accelerate would step it once per process) and is checkpointed explicitly
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    if cfg.compile:
+        model = torch.compile(model)
+    set_seed(cfg.seed, device_specific=True)  # dropout and label dropout: a different stream in each process
+
+    state = TrainState(counters=("samples_seen",))
+    accelerator.register_for_checkpointing(state)
+    unwrapped = unwrap_model(accelerator, model)
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = EMA(unwrapped, cfg.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+    checkpoint_dir = out_dir / "checkpoints"
+    if cfg.resume:
+        loaded = resume_from(accelerator, cfg.resume, checkpoint_dir)
+        if loaded is not None:
+            accelerator.print(f"resumed from {loaded} at step {state.step}")
+    if report_to:
+        accelerator.init_trackers(
+            "fullvq_llamagen", config={k: v for k, v in cfg.to_dict().items() if v is not None}
+        )
+
+    num_tokens = unwrapped.config.num_image_tokens
+    num_parameters = sum(p.numel() for p in unwrapped.parameters())
+    accelerator.print(
+        f"LlamaGen {cfg.model}: {num_parameters / 1e6:.2f}M parameters, vocab {unwrapped.config.vocab_size}, grid "
+        f"{tuple(unwrapped.config.grid_size)}, {unwrapped.config.num_classes} classes; {len(codes)} rows; global "
+        f"batch {global_batch}, lr {lr:.3g}"
+    )
+    loader = build_dataloader(cfg, codes, accelerator, state.step)
+    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train llamagen",
+               disable=not accelerator.is_local_main_process, dynamic_ncols=True)  # fmt: skip
+    model.train()
+    start_step, t_start = state.step, time.time()
+    t_last, samples_last = t_start, state.samples_seen
+    loss_sum = torch.zeros((), device=accelerator.device)
+    loss_count, first_loss, last_loss, grad_norm = 0, None, None, None
+    for batch in loader:
+        input_ids = batch["input_ids"].to(accelerator.device, non_blocking=True)
+        class_labels = batch["class_labels"].to(accelerator.device, non_blocking=True)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss = model(input_ids=input_ids, class_labels=class_labels, labels=input_ids).loss
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")  # inf: measure only
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.detach().float()
+        loss_count += 1
+        state.samples_seen += input_ids.shape[0] * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+        scheduler.step()
+        if ema is not None:
+            ema.update(unwrapped)
+        state.step += 1
+        bar.update(1)
+        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
+            mean_loss = float(accelerator.reduce(loss_sum / loss_count, reduction="mean"))
+            loss_sum.zero_()
+            loss_count = 0
+            now = time.time()
+            samples = state.samples_seen - samples_last
+            logs = {
+                "loss": mean_loss,
+                "lr": scheduler.get_last_lr()[0],
+                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                "tokens_per_second": samples * num_tokens / max(now - t_last, 1e-9),
+                "samples_per_second": samples / max(now - t_last, 1e-9),
+            }
+            t_last, samples_last = now, state.samples_seen
+            first_loss = mean_loss if first_loss is None else first_loss
+            last_loss = mean_loss
+            accelerator.log(logs, step=state.step)
+            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
+        if cfg.sample_every and (state.step % cfg.sample_every == 0 or state.step == cfg.max_steps):
+            if accelerator.is_main_process:  # the bare module: no collective op, the other ranks go on
+                save_samples(unwrapped, cfg, out_dir / "samples", state.step, tokenizer)
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            save_checkpoint(accelerator, checkpoint_dir, state.step, cfg.checkpoints_total_limit)
+        if state.step >= cfg.max_steps:
+            break
+    bar.close()
+    train_time = time.time() - t_start
+
+    accelerator.wait_for_everyone()
+    if ema is not None:
+        ema.copy_to(unwrapped)
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(out_dir / "model")
+    steps_done = state.step - start_step
+    results = {
+        "step": state.step,
+        "steps_this_run": steps_done,
+        "final_loss": last_loss,
+        "first_logged_loss": first_loss,
+        "samples_seen": state.samples_seen,
+        "train_time_s": train_time,
+        "steps_per_second": steps_done / train_time if train_time > 0 else None,
+        "tokens_per_second": steps_done * global_batch * num_tokens / train_time if train_time > 0 else None,
+        "global_batch_size": global_batch,
+        "learning_rate": lr,
+        "num_parameters": num_parameters,
+        "num_processes": accelerator.num_processes,
+        "codes": cfg.codes,
+        "ema": ema is not None,
+    }
+    if accelerator.num_processes > 1:
+        results.update(replica_checksums(accelerator, unwrapped))
+    if accelerator.is_main_process:
+        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        accelerator.print(json.dumps(results, indent=2))
+    # free the DDP wrapper (its reducer holds the process group) while every rank is alive, then end
+    del model, optimizer, unwrapped
+    accelerator.free_memory()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return results
+
+
+__all__ = [
+    "PRESETS",
+    "CodesBatches",
+    "LlamaGenTrainingConfig",
+    "build_model",
+    "check_codes_fit",
+    "make_llamagen_config",
+    "param_groups",
+    "parse_args",
+    "sample_classes",
+    "save_samples",
+    "train",
+]
