@@ -1,5 +1,6 @@
 """The README's main job (`make demo`): on real Fashion-MNIST and a 2-core CPU, train an FVQ tokenizer (VQBridge)
-with 16,384 codes and, on the same budget, a plain VQ tokenizer, then measure both on the whole test split.
+with 16,384 codes and, on the same budget, a plain VQ tokenizer, then measure both on the whole test split; then
+train a small LlamaGen generator on the FVQ tokenizer's codes and score the images it generates per class.
 
     python examples/demo.py --output-dir outputs/demo
 
@@ -8,9 +9,13 @@ with 16,384 codes and, on the same budget, a plain VQ tokenizer, then measure bo
 ``--output-dir``:
     reconstructions.png     originals / FVQ / plain VQ on test images
     code_frequency.png      sorted per-code counts on the test split, both tokenizers
-    results.json, results.md   usage, perplexity, dead codes, PSNR, SSIM, Frechet distance in the feature space of
-                            the shipped Fashion-MNIST classifier
-    fvq/, vq/               each run: checkpoints, tensorboard logs, model/ (folded) and model-train/
+    samples.png             generated images, a row per class (LlamaGenPipeline: generator + FVQ tokenizer)
+    results.json, results.md   tokenizers: usage, perplexity, dead codes, PSNR, SSIM, Frechet distance in the feature
+                            space of the shipped Fashion-MNIST classifier; generator: the classifier's accuracy on
+                            the generated images and their Frechet distance to the test split
+    fvq/, vq/               each tokenizer run: checkpoints, tensorboard logs, model/ (folded) and model-train/
+    codes/, llamagen/       the codes dataset (datasets, save_to_disk) and the generator run
+    pipeline/               the LlamaGenPipeline, loadable with LlamaGenPipeline.from_pretrained
 """
 
 from __future__ import annotations
@@ -24,12 +29,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from fullvq_hf import CodebookUsage, FVQModel
-from fullvq_hf.data import load_fashion_mnist, to_pixels
+from fullvq_hf import CodebookUsage, FVQModel, LlamaGenForConditionalGeneration, LlamaGenPipeline
+from fullvq_hf.data import FASHION_MNIST_CLASSES, fashion_mnist_dataset, load_fashion_mnist, to_pixels
+from fullvq_hf.evaluation.generator_eval import evaluate_generator, generate_per_class
+from fullvq_hf.metrics import FrechetDistance
+from fullvq_hf.training.codes import extract_codes
 from fullvq_hf.training.config import make_config
+from fullvq_hf.training.llamagen_trainer import make_llamagen_config
+from fullvq_hf.training.llamagen_trainer import train as train_llamagen
 from fullvq_hf.training.tokenizer_trainer import train
 
 RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmnist-vq"))
+DEFAULT_CODES_IMAGES = 30000
+GUIDANCE_SCALE, TOP_K = 3.0, 200
 
 
 def parse_args(argv=None):
@@ -38,8 +50,23 @@ def parse_args(argv=None):
     p.add_argument("--max-steps", type=int, default=None, help="training steps per tokenizer (preset: 300)")
     p.add_argument("--codebook-size", type=int, default=None, help="preset: 16384")
     p.add_argument("--batch-size", type=int, default=None, help="preset: 64")
-    p.add_argument("--eval-max-images", type=int, default=None, help="test images to evaluate (default: all 10,000)")
+    p.add_argument(
+        "--eval-max-images", type=int, default=None, help="test images to evaluate (default: all 10,000)"
+    )
     p.add_argument("--no-frechet", action="store_true", help="skip the Frechet distance")
+    p.add_argument(
+        "--codes-images",
+        type=int,
+        default=DEFAULT_CODES_IMAGES,
+        help="training images tokenized for the generator (default %(default)s; 60000 = all)",
+    )
+    p.add_argument("--generator-steps", type=int, default=None, help="generator training steps (preset: 300)")
+    p.add_argument(
+        "--samples-per-class", type=int, default=100, help="generated images per class for the scores"
+    )
+    p.add_argument("--guidance-scale", type=float, default=GUIDANCE_SCALE)
+    p.add_argument("--top-k", type=int, default=TOP_K)
+    p.add_argument("--skip-generator", action="store_true", help="only the tokenizers")
     return p.parse_args(argv)
 
 
@@ -47,7 +74,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().squeeze(1).numpy()
 
 
-def save_grid(rows: list[torch.Tensor], labels: list[str], path: Path, scale: int = 3, margin: int = 150) -> None:
+def save_grid(
+    rows: list[torch.Tensor], labels: list[str], path: Path, scale: int = 3, margin: int = 150
+) -> None:
     """One labelled row of images per entry."""
     tiles = [np.concatenate(list(to_uint8(r)), axis=1) for r in rows]
     grid = Image.fromarray(np.concatenate(tiles, axis=0))
@@ -92,6 +121,96 @@ def code_counts_and_reconstructions(model: FVQModel, pixels: torch.Tensor, batch
     return usage.counts.numpy(), model.detokenize(model.tokenize(pixels[:16]))
 
 
+def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
+    """FVQ tokenizer -> codes dataset -> LlamaGen generator -> LlamaGenPipeline -> samples.png and scores."""
+    tokenizer_dir = out_dir / "fvq" / "model"
+    tokenizer = FVQModel.from_pretrained(tokenizer_dir).eval()
+    t0 = time.time()
+    codes = extract_codes(
+        tokenizer,
+        fashion_mnist_dataset("train"),
+        out_dir / "codes",
+        max_images=args.codes_images,
+        batch_size=500,
+        source={"dataset": "fashion_mnist", "tokenizer": str(tokenizer_dir)},
+    )
+    codes_seconds = time.time() - t0
+    overrides = {
+        "preset": "cpu-fmnist-gpt",
+        "codes": str(out_dir / "codes"),
+        "tokenizer": str(tokenizer_dir),
+        "output_dir": str(out_dir / "llamagen"),
+        "sample_guidance_scale": args.guidance_scale,
+        "sample_top_k": args.top_k,
+    }
+    if args.generator_steps is not None:
+        overrides["max_steps"] = args.generator_steps
+    t0 = time.time()
+    stats = train_llamagen(make_llamagen_config(overrides))
+    train_seconds = time.time() - t0
+
+    transformer = LlamaGenForConditionalGeneration.from_pretrained(out_dir / "llamagen" / "model")
+    pipe = LlamaGenPipeline(transformer=transformer, vqvae=tokenizer)
+    pipe.save_pretrained(out_dir / "pipeline")
+    sample_kw = {"guidance_scale": args.guidance_scale, "top_k": args.top_k}
+    images, _ = generate_per_class(pipe, len(FASHION_MNIST_CLASSES), 10, seed=1, progress=False, **sample_kw)
+    save_grid(
+        list(images.view(len(FASHION_MNIST_CLASSES), 10, *images.shape[1:])),
+        list(FASHION_MNIST_CLASSES),
+        out_dir / "samples.png",
+        margin=90,
+    )
+    scores = evaluate_generator(pipe, test_pixels, per_class=args.samples_per_class, **sample_kw)
+
+    # references in the same feature space: real training images, and the tokenizer's own reconstructions
+    train_pixels = to_pixels(
+        load_fashion_mnist("train")[0][: len(FASHION_MNIST_CLASSES) * args.samples_per_class]
+    )
+    real, recon = FrechetDistance(), FrechetDistance()
+    for i in range(0, len(test_pixels), 1000):
+        real.update(real=test_pixels[i : i + 1000])
+        recon.update(real=test_pixels[i : i + 1000])
+    for i in range(0, len(train_pixels), 500):
+        batch = train_pixels[i : i + 500]
+        real.update(fake=batch)
+        with torch.no_grad():
+            recon.update(fake=tokenizer.detokenize(tokenizer.tokenize(batch)))
+    return {
+        "codes_images": len(codes),
+        "codes_seconds": round(codes_seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "steps": stats["step"],
+        "final_loss": stats["final_loss"],
+        "num_parameters": stats["num_parameters"],
+        **scores,
+        "reference_frechet_distance_real_train_images": real.compute(),
+        "reference_frechet_distance_tokenizer_reconstructions": recon.compute(),
+    }
+
+
+def generator_table(g: dict) -> list[str]:
+    n = g["num_images"] // len(FASHION_MNIST_CLASSES)
+    s = g["sampling"]
+    return [
+        "",
+        f"Generator: LlamaGen GPT ({g['num_parameters'] / 1e6:.1f}M parameters) on the FVQ tokenizer's codes of "
+        f"{g['codes_images']} training images, {g['steps']} steps ({g['train_seconds']} s), final loss "
+        f"{g['final_loss']:.2f}; {n} images per class, CFG {s['guidance_scale']}, top-k {s['top_k']}",
+        "",
+        "| images | classifier accuracy | Frechet distance* to the test split |",
+        "|---|---|---|",
+        f"| generated | {100 * g['accuracy']:.1f}% | {g['frechet_distance']:.2f} |",
+        f"| FVQ reconstructions of training images (tokenizer's ceiling) | - | "
+        f"{g['reference_frechet_distance_tokenizer_reconstructions']:.2f} |",
+        f"| real training images | 90.97% (test split) | {g['reference_frechet_distance_real_train_images']:.2f} |",
+        "",
+        "per-class accuracy: "
+        + ", ".join(
+            f"{name} {100 * a:.0f}%" for name, a in zip(FASHION_MNIST_CLASSES, g["per_class_accuracy"])
+        ),
+    ]
+
+
 def main(argv=None):
     args = parse_args(argv)
     out_dir = Path(args.output_dir)
@@ -103,7 +222,11 @@ def main(argv=None):
 
     results, counts, rows, labels = {}, {}, [test_pixels[:16]], ["originals"]
     for name, short, preset in RUNS:
-        overrides = {"preset": preset, "output_dir": str(out_dir / short), "eval_max_images": args.eval_max_images}
+        overrides = {
+            "preset": preset,
+            "output_dir": str(out_dir / short),
+            "eval_max_images": args.eval_max_images,
+        }
         if not args.no_frechet:
             overrides["feature_extractor"] = "fashion-mnist-classifier"
         for key in ("max_steps", "codebook_size", "batch_size"):
@@ -121,6 +244,8 @@ def main(argv=None):
 
     save_grid(rows, labels, out_dir / "reconstructions.png")
     plot_code_frequency(counts, out_dir / "code_frequency.png")
+    if not args.skip_generator:
+        results["generator"] = train_generator(args, out_dir, test_pixels)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     first = results[RUNS[0][0]]
     lines = [
@@ -131,16 +256,20 @@ def main(argv=None):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, s in results.items():
+        if name == "generator":
+            continue
         fd = "n/a" if s.get("frechet_distance") is None else f"{s['frechet_distance']:.2f}"
         lines.append(
             f"| {name} | {s['used_codes']} | {100 * s['usage']:.2f}% | {s['perplexity']:.0f} | {s['dead_codes']} | "
             f"{s['psnr']:.2f} | {s['ssim']:.3f} | {fd} | {s['seconds']} |"
         )
-    lines += ["", "*in the 128-d feature space of the shipped Fashion-MNIST classifier (real test images vs their reconstructions)"]
+    if "generator" in results:
+        lines += generator_table(results["generator"])
+    lines += ["", "*in the 128-d feature space of the shipped Fashion-MNIST classifier"]
     table = "\n".join(lines)
     (out_dir / "results.md").write_text(table + "\n")
     print("\n" + table)
-    print(f"\nwrote {out_dir}/reconstructions.png, code_frequency.png, results.json, results.md")
+    print(f"\nwrote {out_dir}/reconstructions.png, code_frequency.png, samples.png, results.json, results.md")
     return results
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fullvq_hf import FVQModel
+from fullvq_hf import FVQModel, LlamaGenPipeline
 from fullvq_hf.data import find_fashion_mnist, load_fashion_mnist, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,9 +25,17 @@ def test_demo_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("demo", ROOT / "examples" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    demo.main(["--output-dir", str(tmp_path), "--max-steps", "3", "--eval-max-images", "200", "--codebook-size", "1024", "--batch-size", "8"])
+    demo.main(["--output-dir", str(tmp_path), "--max-steps", "3", "--eval-max-images", "200", "--codebook-size", "1024",
+               "--batch-size", "8", "--codes-images", "64", "--generator-steps", "3", "--samples-per-class", "5"])
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results) == {"FVQ (VQBridge)", "plain VQ"}
+    assert set(results) == {"FVQ (VQBridge)", "plain VQ", "generator"}
+    generator = results.pop("generator")
+    assert generator["num_images"] == 50 and 0 <= generator["accuracy"] <= 1 and generator["frechet_distance"] > 0
+    assert generator["codes_images"] == 64 and generator["steps"] == 3
+    assert (tmp_path / "samples.png").stat().st_size > 1000
+    assert "classifier accuracy" in (tmp_path / "results.md").read_text()
+    pipe = LlamaGenPipeline.from_pretrained(tmp_path / "pipeline")
+    assert pipe.vqvae.codebook_size == 1024 and pipe.transformer.config.grid_size == [8, 8]
     for stats in results.values():
         assert stats["num_tokens"] == 200 * 64 and 0 < stats["usage"] <= 1
         assert stats["frechet_distance"] > 0 and stats["feature_extractor"] == "fashion-mnist-classifier"

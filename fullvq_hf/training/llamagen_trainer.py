@@ -400,6 +400,7 @@ def train(cfg: LlamaGenTrainingConfig) -> dict:
     t_last, samples_last = t_start, state.samples_seen
     loss_sum = torch.zeros((), device=accelerator.device)
     loss_count, first_loss, last_loss, grad_norm = 0, None, None, None
+    time_aside = 0.0
     for batch in loader:
         input_ids = batch["input_ids"].to(accelerator.device, non_blocking=True)
         class_labels = batch["class_labels"].to(accelerator.device, non_blocking=True)
@@ -440,15 +441,19 @@ def train(cfg: LlamaGenTrainingConfig) -> dict:
             last_loss = mean_loss
             accelerator.log(logs, step=state.step)
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
+        t_aside = time.time()  # sampling and checkpoints do not count as training time
         if cfg.sample_every and (state.step % cfg.sample_every == 0 or state.step == cfg.max_steps):
             if accelerator.is_main_process:  # the bare module: no collective op, the other ranks go on
                 save_samples(unwrapped, cfg, out_dir / "samples", state.step, tokenizer)
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             save_checkpoint(accelerator, checkpoint_dir, state.step, cfg.checkpoints_total_limit)
+        aside = time.time() - t_aside
+        time_aside += aside
+        t_last += aside
         if state.step >= cfg.max_steps:
             break
     bar.close()
-    train_time = time.time() - t_start
+    train_time = time.time() - t_start - time_aside
 
     accelerator.wait_for_everyone()
     if ema is not None:
