@@ -40,14 +40,20 @@ from fullvq_hf.training.llamagen_trainer import train as train_llamagen
 from fullvq_hf.training.tokenizer_trainer import train
 
 RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmnist-vq"))
-DEFAULT_CODES_IMAGES = 30000
+# a budget that keeps the whole demo near 10 minutes on 2 CPU cores
+DEFAULT_TOKENIZER_STEPS, DEFAULT_CODES_IMAGES = 200, 20000
 GUIDANCE_SCALE, TOP_K = 3.0, 200
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output-dir", default="outputs/demo")
-    p.add_argument("--max-steps", type=int, default=None, help="training steps per tokenizer (preset: 300)")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=DEFAULT_TOKENIZER_STEPS,
+        help="training steps per tokenizer (default %(default)s; the presets' own: 300)",
+    )
     p.add_argument("--codebook-size", type=int, default=None, help="preset: 16384")
     p.add_argument("--batch-size", type=int, default=None, help="preset: 64")
     p.add_argument(
