@@ -287,6 +287,7 @@ def render_model_card(
     base_model: str | None = None,
     repo_id: str | None = None,
     sample_image: str | None = None,
+    license: str | None = "apache-2.0",
 ):
     """A ``huggingface_hub.ModelCard`` for one checkpoint.
 
@@ -298,6 +299,8 @@ def render_model_card(
         config: the training configuration (``training_config.json``); read from the folder when not given.
         base_model: Hub id the weights were converted or fine-tuned from (default: a Hub ``init_from`` of the
             training configuration).
+        license: the card's licence (weights trained with this package: apache-2.0; converted weights keep their
+            source's, e.g. "mit" for LlamaGen; None leaves it out).
         repo_id: where the card will live (used in the title and the usage snippet).
         sample_image: path (in the repo) of a reconstruction grid to show.
     """
@@ -343,7 +346,7 @@ def render_model_card(
     dataset = _hub_dataset(config.get("dataset"))
     card_data = ModelCardData(
         library_name=context.pop("library"),
-        license="apache-2.0",
+        license=license,
         tags=["fullvq_hf", *context.pop("tags")],
         pipeline_tag=context.pop("pipeline_tag"),
         datasets=[dataset] if dataset else None,

@@ -66,6 +66,11 @@ def test_preset_heads_grid_from_the_file_name_and_save(tmp_path):
     assert model.config.num_attention_heads == 12 and model.config.grid_size == [24, 24]
     assert model.config.intermediate_size == 2048
     assert (tmp_path / "out" / "model.safetensors").exists()
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.license == "mit" and card.data.base_model == "FoundationVision/LlamaGen"  # the source's licence
+    assert card.data.library_name == "transformers" and "llamagen" in card.data.tags
     loaded = LlamaGenForConditionalGeneration.from_pretrained(tmp_path / "out")
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in source.items())
 

@@ -299,7 +299,8 @@ def write_model_card(model, output_dir: str, card_info: Mapping) -> str | None:
         return None
     base_model = card_info.get("base_model", card_info.get("source_repo"))
     try:
-        card = render_model_card(None, model, base_model=base_model)
+        # converted weights keep their source's licence (None: the source states none, so the card claims none)
+        card = render_model_card(None, model, base_model=base_model, license=card_info.get("license"))
     except (ImportError, FileNotFoundError) as err:  # jinja2 or the model_cards/ templates missing
         logger.warning("No model card (README.md) written: %s", err)
         return None

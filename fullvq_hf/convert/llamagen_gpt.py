@@ -133,6 +133,7 @@ def convert_llamagen_gpt(
         card = dict(
             source="llamagen-gpt",
             source_repo="FoundationVision/LlamaGen",
+            license="mit",  # LlamaGen's LICENSE
             checkpoint=os.path.basename(checkpoint_path),
         )
         save_converted(model, output_dir, card)

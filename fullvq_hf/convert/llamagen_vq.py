@@ -126,6 +126,7 @@ def convert_llamagen_vq(
         card = dict(
             source="llamagen-vq",
             source_repo="FoundationVision/LlamaGen",
+            license="mit",  # LlamaGen's LICENSE
             checkpoint=os.path.basename(checkpoint_path),
         )
         save_converted(model, output_dir, card)
