@@ -538,15 +538,15 @@ def test_model_card(tmp_path, monkeypatch, caplog):
     calls = []
     hub = types.ModuleType("fullvq_hf.hub")
 
-    def render_model_card(kind, model, base_model=None):
-        calls.append((kind, model, base_model))
+    def render_model_card(kind, model, base_model=None, license=None):
+        calls.append((kind, model, base_model, license))
         return "# card\n"
 
     hub.render_model_card = render_model_card
     monkeypatch.setitem(sys.modules, "fullvq_hf.hub", hub)
     model = convert_fvq(path, tmp_path / "b")
     assert (tmp_path / "b" / "README.md").read_text() == "# card\n"
-    assert calls == [(None, model, "yfChang/FVQ")]
+    assert calls == [(None, model, "yfChang/FVQ", None)]  # FVQ's repo states no licence: the card claims none
 
 
 def test_model_card_rendered_by_hub(tmp_path):
@@ -556,4 +556,4 @@ def test_model_card_rendered_by_hub(tmp_path):
     torch.save({"model": random_state_dict(llamagen_layout())}, path)
     convert_llamagen_vq(path, tmp_path / "out")
     text = (tmp_path / "out" / "README.md").read_text()
-    assert "FoundationVision/LlamaGen" in text and "FVQModel" in text
+    assert "FoundationVision/LlamaGen" in text and "FVQModel" in text and "license: mit" in text
