@@ -243,8 +243,9 @@ def test_config_sources_and_presets(tmp_path):
         64,
         "x",
         None,
-        32,
+        64,  # from the preset
     )
+    assert (cfg.learning_rate, cfg.token_dropout_prob, cfg.class_dropout_prob) == (3e-3, 0.0, 0.1)
     assert {"c2i-gpt-b", "c2i-gpt-l", "cpu-fmnist-gpt"} <= set(PRESETS)
     b = make_llamagen_config({"preset": "c2i-gpt-b"})
     assert (b.model, b.vocab_size, b.grid_size, b.num_classes, b.learning_rate) == (
