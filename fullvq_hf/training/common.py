@@ -27,6 +27,7 @@ __all__ = [
     "TrainState",
     "list_checkpoints",
     "make_accelerator",
+    "prepare_run_state",
     "replica_checksums",
     "resume_from",
     "save_checkpoint",
@@ -193,3 +194,28 @@ def save_image_grid(rows: list[torch.Tensor], path: Path, max_images: int = 8) -
     grid = grid[..., 0] if grid.shape[-1] == 1 else grid
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(grid)).save(path)
+
+
+def prepare_run_state(
+    accelerator: Accelerator,
+    state: TrainState,
+    model: torch.nn.Module,
+    cfg,
+    checkpoint_dir: Path,
+    project: str,
+    report_to: str | None,
+) -> EMA | None:
+    """What both trainers do before their loop: register the counters (and EMA weights of the bare ``model`` when
+    ``cfg.ema_decay > 0``) for checkpointing, resume from ``cfg.resume``, start the trackers. Returns the EMA."""
+    accelerator.register_for_checkpointing(state)
+    ema = None
+    if cfg.ema_decay > 0:
+        ema = EMA(model, cfg.ema_decay)
+        accelerator.register_for_checkpointing(ema)
+    if cfg.resume:
+        loaded = resume_from(accelerator, cfg.resume, checkpoint_dir)
+        if loaded is not None:
+            accelerator.print(f"resumed from {loaded} at step {state.step}")
+    if report_to:
+        accelerator.init_trackers(project, config={k: v for k, v in cfg.to_dict().items() if v is not None})
+    return ema

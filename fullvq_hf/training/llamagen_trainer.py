@@ -36,11 +36,10 @@ from ..data import StepBatchSampler
 from ..models import LlamaGenConfig, LlamaGenForConditionalGeneration
 from .codes import load_codes
 from .common import (
-    EMA,
     TrainState,
     make_accelerator,
+    prepare_run_state,
     replica_checksums,
-    resume_from,
     save_checkpoint,
     save_image_grid,
     unwrap_model,
@@ -373,21 +372,9 @@ def train(cfg: LlamaGenTrainingConfig) -> dict:
     set_seed(cfg.seed, device_specific=True)  # dropout and label dropout: a different stream in each process
 
     state = TrainState(counters=("samples_seen",))
-    accelerator.register_for_checkpointing(state)
     unwrapped = unwrap_model(accelerator, model)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = EMA(unwrapped, cfg.ema_decay)
-        accelerator.register_for_checkpointing(ema)
     checkpoint_dir = out_dir / "checkpoints"
-    if cfg.resume:
-        loaded = resume_from(accelerator, cfg.resume, checkpoint_dir)
-        if loaded is not None:
-            accelerator.print(f"resumed from {loaded} at step {state.step}")
-    if report_to:
-        accelerator.init_trackers(
-            "fullvq_llamagen", config={k: v for k, v in cfg.to_dict().items() if v is not None}
-        )
+    ema = prepare_run_state(accelerator, state, unwrapped, cfg, checkpoint_dir, "fullvq_llamagen", report_to)
 
     num_tokens = unwrapped.config.num_image_tokens
     num_parameters = sum(p.numel() for p in unwrapped.parameters())

@@ -30,6 +30,7 @@ from .common import (  # noqa: F401  (re-exported: the names lived here before t
     TrainState,
     list_checkpoints,
     make_accelerator,
+    prepare_run_state,
     replica_checksums,
     resume_from,
     save_checkpoint,
@@ -178,18 +179,10 @@ def train(cfg: TokenizerTrainingConfig) -> dict:
         model = torch.compile(model)
 
     state = TrainState(counters=("images_seen", "skipped_images"))
-    accelerator.register_for_checkpointing(state)
-    ema = None
-    if cfg.ema_decay > 0:
-        ema = EMA(accelerator.unwrap_model(model), cfg.ema_decay)
-        accelerator.register_for_checkpointing(ema)
     checkpoint_dir = out_dir / "checkpoints"
-    if cfg.resume:
-        loaded = resume_from(accelerator, cfg.resume, checkpoint_dir)
-        if loaded is not None:
-            accelerator.print(f"resumed from {loaded} at step {state.step}")
-    if report_to:
-        accelerator.init_trackers("fullvq_tokenizer", config={k: v for k, v in cfg.to_dict().items() if v is not None})
+    ema = prepare_run_state(
+        accelerator, state, accelerator.unwrap_model(model), cfg, checkpoint_dir, "fullvq_tokenizer", report_to
+    )
 
     loader = build_dataloader(cfg, accelerator, state.step)
     unwrapped = accelerator.unwrap_model(model)
