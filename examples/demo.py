@@ -31,8 +31,7 @@ from PIL import Image, ImageDraw
 
 from fullvq_hf import CodebookUsage, FVQModel, LlamaGenForConditionalGeneration, LlamaGenPipeline
 from fullvq_hf.data import FASHION_MNIST_CLASSES, fashion_mnist_dataset, load_fashion_mnist, to_pixels
-from fullvq_hf.evaluation.generator_eval import evaluate_generator, generate_per_class
-from fullvq_hf.metrics import FrechetDistance
+from fullvq_hf.evaluation.generator_eval import evaluate_generator, generate_per_class, real_statistics
 from fullvq_hf.training.codes import extract_codes
 from fullvq_hf.training.config import make_config
 from fullvq_hf.training.llamagen_trainer import make_llamagen_config
@@ -131,6 +130,10 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
     """FVQ tokenizer -> codes dataset -> LlamaGen generator -> LlamaGenPipeline -> samples.png and scores."""
     tokenizer_dir = out_dir / "fvq" / "model"
     tokenizer = FVQModel.from_pretrained(tokenizer_dir).eval()
+
+    def reconstruct(x):
+        return tokenizer.detokenize(tokenizer.tokenize(x))
+
     t0 = time.time()
     codes = extract_codes(
         tokenizer,
@@ -166,21 +169,20 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
         out_dir / "samples.png",
         margin=90,
     )
-    scores = evaluate_generator(pipe, test_pixels, per_class=args.samples_per_class, **sample_kw)
+    fd = real_statistics(test_pixels)  # the test split's features, computed once for all three scores
+    scores = evaluate_generator(pipe, fd, per_class=args.samples_per_class, **sample_kw)
 
     # references in the same feature space: real training images, and the tokenizer's own reconstructions
     train_pixels = to_pixels(
         load_fashion_mnist("train")[0][: len(FASHION_MNIST_CLASSES) * args.samples_per_class]
     )
-    real, recon = FrechetDistance(), FrechetDistance()
-    for i in range(0, len(test_pixels), 1000):
-        real.update(real=test_pixels[i : i + 1000])
-        recon.update(real=test_pixels[i : i + 1000])
-    for i in range(0, len(train_pixels), 500):
-        batch = train_pixels[i : i + 500]
-        real.update(fake=batch)
-        with torch.no_grad():
-            recon.update(fake=tokenizer.detokenize(tokenizer.tokenize(batch)))
+    references = {}
+    for name, transform in (("real_train_images", lambda x: x), ("tokenizer_reconstructions", reconstruct)):
+        fd.reset(real=False)
+        for i in range(0, len(train_pixels), 500):
+            with torch.no_grad():
+                fd.update(fake=transform(train_pixels[i : i + 500]))
+        references[name] = fd.compute()
     return {
         "codes_images": len(codes),
         "codes_seconds": round(codes_seconds, 1),
@@ -189,8 +191,8 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
         "final_loss": stats["final_loss"],
         "num_parameters": stats["num_parameters"],
         **scores,
-        "reference_frechet_distance_real_train_images": real.compute(),
-        "reference_frechet_distance_tokenizer_reconstructions": recon.compute(),
+        "reference_frechet_distance_real_train_images": references["real_train_images"],
+        "reference_frechet_distance_tokenizer_reconstructions": references["tokenizer_reconstructions"],
     }
 
 

@@ -20,7 +20,13 @@ from .fmnist_classifier import load_classifier
 
 @torch.no_grad()
 def generate_per_class(
-    pipe, num_classes: int, per_class: int, batch_size: int = 250, seed: int = 0, progress: bool = True, **sample_kw
+    pipe,
+    num_classes: int,
+    per_class: int,
+    batch_size: int = 250,
+    seed: int = 0,
+    progress: bool = True,
+    **sample_kw,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``per_class`` images of each class: (num_classes * per_class, C, H, W) in [-1, 1], and their labels."""
     labels = torch.arange(num_classes).repeat_interleave(per_class)
@@ -34,29 +40,40 @@ def generate_per_class(
     return torch.cat(images), labels
 
 
+def real_statistics(real_images: torch.Tensor, batch_size: int = 1000) -> FrechetDistance:
+    """A ``FrechetDistance`` in the shipped classifier's feature space holding ``real_images``' statistics."""
+    fd = FrechetDistance(load_feature_extractor("fashion-mnist-classifier"))
+    for i in range(0, len(real_images), batch_size):
+        fd.update(real=real_images[i : i + batch_size])
+    return fd
+
+
 @torch.no_grad()
 def evaluate_generator(
     pipe,
-    real_images: torch.Tensor,
+    real: torch.Tensor | FrechetDistance,
     per_class: int = 100,
     batch_size: int = 250,
     seed: int = 0,
     progress: bool = True,
     **sample_kw,
 ) -> dict:
-    """Accuracy and Frechet distance of ``per_class`` generated images per class against ``real_images``
-    ((N, 1, 32, 32) in [-1, 1], e.g. the test split). ``sample_kw`` go to the pipeline (guidance_scale, top_k, ...).
+    """Accuracy and Frechet distance of ``per_class`` generated images per class against ``real``: images
+    ((N, 1, 32, 32) in [-1, 1], e.g. the test split), or a ``FrechetDistance`` that already holds their statistics
+    (its generated side is reset here, so one instance can score several image sets without re-reading the real
+    ones). ``sample_kw`` go to the pipeline (guidance_scale, top_k, ...).
     """
     num_classes = pipe.transformer.config.num_classes
     t0 = time.time()
     images, labels = generate_per_class(pipe, num_classes, per_class, batch_size, seed, progress, **sample_kw)
     seconds = time.time() - t0
     classifier = load_classifier()
-    predictions = torch.cat([classifier(images[i : i + 1000]).argmax(-1) for i in range(0, len(images), 1000)])
+    predictions = torch.cat(
+        [classifier(images[i : i + 1000]).argmax(-1) for i in range(0, len(images), 1000)]
+    )
     correct = (predictions == labels).float()
-    fd = FrechetDistance(load_feature_extractor("fashion-mnist-classifier"))
-    for i in range(0, len(real_images), 1000):
-        fd.update(real=real_images[i : i + 1000])
+    fd = real if isinstance(real, FrechetDistance) else real_statistics(real)
+    fd.reset(real=False)
     for i in range(0, len(images), 1000):
         fd.update(fake=images[i : i + 1000])
     return {
