@@ -14,7 +14,9 @@
 Every option of ``LlamaGenTrainingConfig`` is a flag (``--hidden-size 256``); ``--config`` reads YAML/JSON.
 """
 
-from fullvq_hf.training.llamagen_trainer import parse_args, train
+import sys
+
+from fullvq_hf.training.llamagen_trainer import main
 
 if __name__ == "__main__":
-    train(parse_args())
+    sys.exit(main())

@@ -13,8 +13,9 @@
 Every option of ``TokenizerTrainingConfig`` is a flag (``--codebook-size 65536``); ``--config`` reads YAML/JSON.
 """
 
-from fullvq_hf.training.config import parse_args
-from fullvq_hf.training.tokenizer_trainer import train
+import sys
+
+from fullvq_hf.training.tokenizer_trainer import main
 
 if __name__ == "__main__":
-    train(parse_args())
+    sys.exit(main())

@@ -29,10 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train-tokenizer":
-        from .training.config import parse_args
-        from .training.tokenizer_trainer import train
+        from .training.tokenizer_trainer import main as train_main
 
-        train(parse_args(rest, prog="fullvq train-tokenizer"))
+        return train_main(rest, prog="fullvq train-tokenizer")
     elif command == "eval":
         from .evaluation.tokenizer_eval import main as eval_main
 
@@ -42,10 +41,9 @@ def main(argv: list[str] | None = None) -> int:
 
         extract_main(rest, prog="fullvq extract-codes")
     elif command == "train-llamagen":
-        from .training.llamagen_trainer import parse_args as llamagen_args
-        from .training.llamagen_trainer import train as train_llamagen
+        from .training.llamagen_trainer import main as train_llamagen_main
 
-        train_llamagen(llamagen_args(rest, prog="fullvq train-llamagen"))
+        return train_llamagen_main(rest, prog="fullvq train-llamagen")
     elif command == "convert":
         from .convert.command import main as convert_main
 

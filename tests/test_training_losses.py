@@ -1,6 +1,6 @@
 """Schedules, discriminator, GAN losses, adaptive weight and perceptual loss of fullvq_hf.training (tiny, CPU)."""
 
-import io
+import json
 import logging
 import math
 import warnings
@@ -85,29 +85,27 @@ def test_schedule_errors():
 
 
 @pytest.mark.parametrize("name", ["annealing", "annealing-cosine", "constant", "cosine"])
-def test_scheduler_values_and_state_round_trip(name):
+def test_scheduler_values_and_json_state_round_trip(name):
     def make():
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=0.1)
         return opt, get_scheduler(name, opt, total_steps=30, warmup_steps=4)
 
     opt, sched = make()
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.005)
+    # WSD (annealing) warms up from its min_lr_ratio (= end_factor 0.01), the others from 0.005
+    start = 0.01 if name.startswith("annealing") else 0.005
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * start)
     lrs = []
     for _ in range(12):
         opt.step()
         sched.step()
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs[3] == pytest.approx(0.1)  # step 4 = end of warm-up
-    # accelerate-style checkpoint: torch.save of the state dicts, reloaded with weights_only=True
-    buffer = io.BytesIO()
-    torch.save({"opt": opt.state_dict(), "sched": sched.state_dict()}, buffer)
-    buffer.seek(0)
-    state = torch.load(buffer, weights_only=True)
-    assert state["sched"]["lr_lambdas"][0]["name"] == name  # the schedule itself is saved
+    # the trainers' checkpoints: the scheduler state as JSON (no pickle)
+    state = json.loads(json.dumps(sched.state_dict()))
 
     opt2, sched2 = make()
-    opt2.load_state_dict(state["opt"])
-    sched2.load_state_dict(state["sched"])
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(state)
     for _ in range(25):
         for o, s in ((opt, sched), (opt2, sched2)):
             o.step()
@@ -116,6 +114,32 @@ def test_scheduler_values_and_state_round_trip(name):
         assert sched2.get_last_lr() == sched.get_last_lr()
     if name != "constant":
         assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * (0.0 if name == "cosine" else 0.01))
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+@pytest.mark.parametrize(("total", "warmup"), [(110, 10), (30, 4), (1000, 0), (7, 1), (2, 1)])
+def test_learning_annealing_is_transformers_wsd_and_the_papers_formula_after_warmup(total, warmup, decay):
+    """The paper: warm-up to 1, hold for 30% of the remaining steps, decay to 0.01 at the last step. transformers'
+    WSD reproduces it from the end of the warm-up on; its warm-up starts at 0.01 instead of 0.005."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = schedules.get_learning_annealing_schedule(opt, total, warmup, decay=decay)
+    factors = []
+    for _ in range(total + 3):
+        factors.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for step, factor in enumerate(factors):
+        paper = learning_annealing(step, total, warmup, decay=decay)
+        if step >= warmup:
+            assert factor == pytest.approx(paper, abs=1e-12), step
+        else:  # the warm-up line from 0.01 (not 0.005) to 1
+            assert factor == pytest.approx(0.01 + 0.99 * step / warmup, abs=1e-12), step
+    assert factors[total - 1] == pytest.approx(0.01) and factors[-1] == pytest.approx(0.01)
+    decay_start = warmup + math.floor(0.3 * (total - warmup))
+    assert all(f == 1.0 for f in factors[warmup : min(decay_start + 1, total - 1)])
+    from transformers.optimization import _get_wsd_scheduler_lambda
+
+    assert sched.lr_lambdas[0].func is _get_wsd_scheduler_lambda  # the ecosystem's schedule, not a copy
 
 
 # ---------------------------------------------------------------------------------------------------- discriminator

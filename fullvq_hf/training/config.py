@@ -14,72 +14,78 @@ from pathlib import Path
 from typing import Any
 
 
+def option(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with its ``--help`` text (read by ``HfArgumentParser``)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 @dataclass
 class TokenizerTrainingConfig:
     # model
-    model_type: str = "fvq"  # "fvq" (FVQModel) | "vqgan-lc" (VQGANLCModel)
-    backbone: str = "VQ-16"  # see fullvq_hf.models.BACKBONES
-    bridge: str | None = "L/4"  # VQBridge preset "<S|B|L|XL>/<patch>" (fvq + vqbridge only)
-    quantizer_type: str = "vqbridge"  # fvq: "vqbridge" | "vq" | "simvq"
-    codebook_size: int = 16384
-    codebook_dim: int = 256
-    use_l2_norm: bool = False
-    entropy_loss_weight: float = 0.0
-    beta: float | None = None  # commitment weight; None = the model's default
-    codebook_loss_weight: float | None = None
-    codebook_feature_dim: int = 768  # vqgan-lc
-    lc_codebook: str | None = None  # vqgan-lc: safetensors file of the frozen feature codebook
-    in_channels: int = 3
-    init_from: str | None = None  # any from_pretrained source (Hub id or folder) to fine-tune
+    model_type: str = option("fvq", "'fvq' (FVQModel) or 'vqgan-lc' (VQGANLCModel)")
+    backbone: str = option("VQ-16", "encoder/decoder preset (fullvq_hf.models.BACKBONES)")
+    bridge: str | None = option("L/4", "VQBridge preset '<S|B|L|XL>/<patch>' (fvq + vqbridge only)")
+    quantizer_type: str = option("vqbridge", "fvq quantizer: 'vqbridge', 'vq' or 'simvq'")
+    codebook_size: int = option(16384, "number of codes")
+    codebook_dim: int = option(256, "code dimension")
+    use_l2_norm: bool = option(False, "l2-normalise codes and features before the search")
+    entropy_loss_weight: float = option(0.0, "weight of the codebook entropy loss")
+    beta: float | None = option(None, "commitment weight; none = the model's default")
+    codebook_loss_weight: float | None = option(None, "codebook loss weight; none = the model's default")
+    codebook_feature_dim: int = option(768, "vqgan-lc: dimension of the frozen feature codebook")
+    lc_codebook: str | None = option(None, "vqgan-lc: safetensors file of the frozen feature codebook")
+    in_channels: int = option(3, "image channels (1 grey, 3 RGB)")
+    init_from: str | None = option(None, "a from_pretrained source (Hub id or folder) to fine-tune")
     # data
-    dataset: str = "fashion_mnist"  # "fashion_mnist" | "photos" | "imagefolder" | a datasets name/path
-    data_dir: str | None = None
-    train_split: str = "train"
-    eval_split: str | None = "test"
-    image_column: str = "image"
-    streaming: bool = False
-    resolution: int = 256
-    random_crop: bool = True
-    flip: bool = True
-    num_workers: int = 0
+    dataset: str = option("fashion_mnist", "'fashion_mnist', 'photos', 'imagefolder' or a datasets name/path")
+    data_dir: str | None = option(None, "folder of an 'imagefolder' dataset")
+    train_split: str = option("train", "training split")
+    eval_split: str | None = option("test", "evaluation split; none skips the evaluation")
+    image_column: str = option("image", "image column of the dataset")
+    streaming: bool = option(False, "stream the dataset (ImageNet scale)")
+    resolution: int = option(256, "training resolution in pixels")
+    random_crop: bool = option(True, "random (not center) crops")
+    flip: bool = option(True, "random horizontal flips")
+    num_workers: int = option(0, "dataloader worker processes")
     # optimisation
-    batch_size: int = 8  # per process
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 1000
-    learning_rate: float = 1e-4  # base lr for a global batch of 128 (scaled when scale_lr)
-    scale_lr: bool = True
-    lr_scheduler: str = "annealing"  # "annealing" | "annealing-cosine" | "constant" | "cosine"
-    warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    batch_size: int = option(8, "images per process and micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_steps: int = option(1000, "optimizer steps")
+    learning_rate: float = option(1e-4, "base lr for a global batch of 128 (scaled linearly when scale_lr)")
+    scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 128")
+    lr_scheduler: str = option("annealing", "'annealing' (FVQ), 'annealing-cosine', 'constant', 'cosine' or 'linear'")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    adam_beta1: float = option(0.9, "Adam beta1")
+    adam_beta2: float = option(0.95, "Adam beta2")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
     # losses
-    reconstruction_loss: str = "l2"  # "l2" | "l1"
-    perceptual_weight: float = 1.0
-    perceptual_weights: str | None = None  # VGG16 (+ LPIPS lin) weights: local file or Hub "repo/file"
-    gan_weight: float = 0.0
-    gan_start_step: int = 20000
-    adaptive_gan_weight: bool = False
-    discriminator_norm: str = "batch"
-    discriminator_lr: float | None = None  # default: learning_rate
+    reconstruction_loss: str = option("l2", "'l2' or 'l1'")
+    perceptual_weight: float = option(1.0, "weight of the LPIPS-style perceptual loss; 0 disables it")
+    perceptual_weights: str | None = option(None, "VGG16 (+ LPIPS lin) weights: local file or Hub 'repo/file'")
+    gan_weight: float = option(0.0, "weight of the PatchGAN generator loss; 0 disables the GAN")
+    gan_start_step: int = option(20000, "step at which the GAN losses start")
+    adaptive_gan_weight: bool = option(False, "VQGAN's adaptive GAN weight")
+    discriminator_norm: str = option("batch", "discriminator norm: 'batch', 'group' or 'none'")
+    discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
     # precision / speed
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    ema_decay: float = 0.0  # 0 disables EMA weights
-    compile: bool = False
-    seed: int = 0
+    mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
+    ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")
+    compile: bool = option(False, "torch.compile the model")
+    seed: int = option(0, "random seed")
     # output
-    output_dir: str = "outputs/tokenizer"
-    checkpoint_every: int = 500
-    checkpoints_total_limit: int | None = 3
-    resume: str | None = None  # "latest" or a checkpoint folder
-    log_every: int = 10
-    image_every: int = 500
-    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
-    eval_max_images: int | None = None
-    eval_batch_size: int = 64
-    feature_extractor: str | None = None  # for Frechet distance: "fashion-mnist-classifier" or a weights file
-    preset: str | None = None
+    output_dir: str = option("outputs/tokenizer", "run folder: checkpoints, model, logs, samples, results")
+    overwrite_output_dir: bool = option(False, "start a new run in a folder holding another run (removes its outputs)")
+    checkpoint_every: int = option(500, "steps between checkpoints; 0 disables them")
+    checkpoints_total_limit: int | None = option(3, "checkpoints kept; none keeps all")
+    resume: str | None = option(None, "'latest' or a checkpoint folder")
+    log_every: int = option(10, "steps between logs")
+    image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
+    report_to: str = option("tensorboard", "an accelerate tracker name, or 'none'")
+    eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")
+    eval_batch_size: int = option(64, "evaluation batch size")
+    feature_extractor: str | None = option(None, "for the Frechet distance: 'fashion-mnist-classifier' or a weights file")
+    preset: str | None = option(None, "a named recipe (its values are the defaults of the other options)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,38 +131,43 @@ TokenizerTrainingConfig.PRESETS = PRESETS
 TokenizerTrainingConfig.DESCRIPTION = "Train an FVQ / VQGAN-LC / VQ tokenizer with accelerate."
 
 
-def _parse_bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
-
-
 def _none_or(kind):
     def parse(value: str):
         return None if value.lower() in ("none", "null", "") else kind(value)
 
+    parse.__name__ = getattr(kind, "__name__", "value")  # argparse names the type in its error messages
     return parse
 
 
-def build_parser(prog: str | None = None, config_cls: type | None = None) -> argparse.ArgumentParser:
-    """Every field of ``config_cls`` (a dataclass; default ``TokenizerTrainingConfig``) as ``--field-name``, plus
-    ``--config FILE``. No defaults here: unset options fall back to preset, file, class.
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
 
-    The class's ``DESCRIPTION`` attribute, when set, is the help text. Fields must be annotated as strings
-    (``from __future__ import annotations``) with types ``int``, ``float``, ``bool``, ``str``, optionally ``| None``.
+
+_UNSET = _Unset()
+
+
+def build_parser(prog: str | None = None, config_cls: type | None = None) -> argparse.ArgumentParser:
+    """``HfArgumentParser`` over ``config_cls`` (default ``TokenizerTrainingConfig``): every field as
+    ``--field-name`` with its help text and default, ``--preset`` choosing among ``config_cls.PRESETS`` (listed in
+    the help), ``--config FILE`` and ``--debug`` (tracebacks instead of one ``error:`` line).
+
+    Optional fields also accept ``none``.
     """
+    from transformers import HfArgumentParser
+
     config_cls = config_cls or TokenizerTrainingConfig
-    parser = argparse.ArgumentParser(prog=prog, description=getattr(config_cls, "DESCRIPTION", None))
+    presets = sorted(getattr(config_cls, "PRESETS", {}))
+    parser = HfArgumentParser(config_cls, prog=prog, description=getattr(config_cls, "DESCRIPTION", None))
+    optional = {f.name for f in dataclasses.fields(config_cls) if "None" in str(f.type)}
+    for action in parser._actions:
+        if action.dest == "preset":
+            action.choices = presets
+            action.help = f"{action.help}: {', '.join(presets)}"
+        elif action.dest in optional and action.type is not None and action.nargs is None:
+            action.type = _none_or(action.type)
     parser.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
-    for f in dataclasses.fields(config_cls):
-        flag = "--" + f.name.replace("_", "-")
-        type_str = str(f.type)  # e.g. "int", "float | None" (annotations are strings here)
-        base = {"int": int, "float": float, "bool": _parse_bool}.get(type_str.split("|")[0].strip(), str)
-        kind = _none_or(base) if "None" in type_str else base
-        metavar = type_str.split("|")[0].strip().upper()
-        parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=metavar)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return parser
 
 
@@ -202,8 +213,46 @@ def make_config(args: dict[str, Any] | None = None, config_cls: type | None = No
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None, config_cls: type | None = None):
-    """``make_config`` from command-line arguments (``--config FILE``, ``--preset NAME``, ``--field-name VALUE``)."""
-    return make_config(vars(build_parser(prog, config_cls).parse_args(argv)), config_cls)
+    """``make_config`` from command-line arguments (``--config FILE``, ``--preset NAME``, ``--field-name VALUE``).
+    Only the options given on the command line override the preset and the file."""
+    parser = build_parser(prog, config_cls)
+    namespace = argparse.Namespace(**{a.dest: _UNSET for a in parser._actions if a.dest != "help"})
+    args = vars(parser.parse_args(argv, namespace=namespace))
+    args = {k: v for k, v in args.items() if v is not _UNSET and k != "debug"}
+    return make_config(args, config_cls)
 
 
-__all__ = ["PRESETS", "TokenizerTrainingConfig", "build_parser", "make_config", "parse_args"]
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, PermissionError)
+
+
+def run_cli(argv: list[str] | None, prog: str | None, config_cls: type, train_fn) -> int:
+    """Parse ``argv`` into ``config_cls`` and run ``train_fn``. A user error (bad option, missing file, occupied
+    output folder, no usable checkpoint) is one ``<prog>: error: ...`` line and exit status 2; ``--debug`` shows
+    the traceback instead."""
+    import sys
+
+    from .loop import RunError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        cfg = parse_args(argv, prog, config_cls)
+        train_fn(cfg)
+    except (*USER_ERRORS, RunError) as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split())
+        print(f"{prog or 'train'}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2
+    return 0
+
+
+__all__ = [
+    "PRESETS",
+    "TokenizerTrainingConfig",
+    "build_parser",
+    "make_config",
+    "option",
+    "parse_args",
+    "run_cli",
+]

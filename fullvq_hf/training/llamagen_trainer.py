@@ -10,15 +10,14 @@ One optimizer step (global batch = batch_size x processes x accumulation):
     codes (B, H*W), labels (B,) -> model(input_ids=codes, class_labels=labels, labels=codes) -> cross-entropy -> step
 
 Batches are a pure function of (seed, step) (``StepBatchSampler``) and the dropout RNGs are part of every
-checkpoint (``accelerator.save_state``), so ``--resume latest`` continues bit-identically. Checkpoints are atomic
-(``common.save_checkpoint``). The run ends with ``output_dir/model`` (``save_pretrained``; the EMA weights when
+checkpoint (``loop``: JSON/safetensors), so ``--resume latest`` continues bit-identically. Checkpoints are atomic
+(``loop``). The run ends with ``output_dir/model`` (``save_pretrained``; the EMA weights when
 ``--ema-decay`` > 0), ``results.json``, tensorboard logs and sample grids (one row per class) in ``samples/``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -29,24 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from ..data import StepBatchSampler
 from ..models import LlamaGenConfig, LlamaGenForConditionalGeneration
 from .codes import load_codes
-from .common import (
-    TrainState,
-    make_accelerator,
-    prepare_run_state,
-    replica_checksums,
-    save_checkpoint,
-    save_image_grid,
-    unwrap_model,
-)
-from .config import make_config
+from .config import make_config, option, run_cli
 from .config import parse_args as _parse_args
-from .schedules import get_scheduler, scale_lr
+from .loop import Part, Run, Task, atomic_dir, save_image_grid
+from .loop import train as run_training
 
 logger = logging.getLogger(__name__)
 
@@ -57,57 +46,58 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 @dataclass
 class LlamaGenTrainingConfig:
     # data
-    codes: str | None = None  # codes dataset: a save_to_disk folder of extract-codes, or a Hub dataset id
-    codes_split: str = "train"
-    num_workers: int = 0
+    codes: str | None = option(None, "codes dataset: a save_to_disk folder of extract-codes, or a Hub dataset id")
+    codes_split: str = option("train", "split of the codes dataset")
+    num_workers: int = option(0, "dataloader worker processes")
     # model
-    model: str = "GPT-B"  # GPT-B | GPT-L | GPT-XL | GPT-XXL | GPT-3B (fullvq_hf.models.LLAMAGEN_PRESETS)
-    init_from: str | None = None  # a from_pretrained generator (folder or Hub id) to fine-tune
-    vocab_size: int | None = None  # default: the codes' codebook_size
-    grid_size: int | None = None  # square token grid; default: the codes' grid
-    num_classes: int | None = None  # default: the codes' num_classes
-    hidden_size: int | None = None  # overrides of the preset (small CPU models)
-    num_hidden_layers: int | None = None
-    num_attention_heads: int | None = None
-    intermediate_size: int | None = None
-    class_dropout_prob: float = 0.1  # label dropout (classifier-free guidance)
-    token_dropout_prob: float = 0.1
-    resid_dropout_prob: float = 0.1
-    ffn_dropout_prob: float = 0.1
-    gradient_checkpointing: bool = False
+    model: str = option("GPT-B", "GPT-B, GPT-L, GPT-XL, GPT-XXL or GPT-3B (fullvq_hf.models.LLAMAGEN_PRESETS)")
+    init_from: str | None = option(None, "a from_pretrained generator (folder or Hub id) to fine-tune")
+    vocab_size: int | None = option(None, "vocabulary; none = the codes' codebook_size")
+    grid_size: int | None = option(None, "side of the square token grid; none = the codes' grid")
+    num_classes: int | None = option(None, "classes; none = the codes' num_classes")
+    hidden_size: int | None = option(None, "override of the preset (small CPU models)")
+    num_hidden_layers: int | None = option(None, "override of the preset")
+    num_attention_heads: int | None = option(None, "override of the preset")
+    intermediate_size: int | None = option(None, "override of the preset")
+    class_dropout_prob: float = option(0.1, "label dropout (classifier-free guidance)")
+    token_dropout_prob: float = option(0.1, "token embedding dropout")
+    resid_dropout_prob: float = option(0.1, "residual dropout")
+    ffn_dropout_prob: float = option(0.1, "feed-forward dropout")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
     # optimisation
-    batch_size: int = 32  # per process
-    gradient_accumulation_steps: int = 1
-    max_steps: int = 1000
-    learning_rate: float = 1e-4  # for a global batch of 256 (scaled linearly when scale_lr)
-    scale_lr: bool = True
-    lr_scheduler: str = "constant"  # "constant" | "cosine" | "linear" | "annealing" | "annealing-cosine"
-    warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95
-    weight_decay: float = 0.05  # on >= 2-D parameters only
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    ema_decay: float = 0.0  # 0 disables EMA weights
-    compile: bool = False
-    seed: int = 0
+    batch_size: int = option(32, "sequences per process and micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_steps: int = option(1000, "optimizer steps")
+    learning_rate: float = option(1e-4, "lr for a global batch of 256 (scaled linearly when scale_lr)")
+    scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 256")
+    lr_scheduler: str = option("constant", "'constant', 'cosine', 'linear', 'annealing' or 'annealing-cosine'")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.95, "AdamW beta2")
+    weight_decay: float = option(0.05, "AdamW weight decay, on >= 2-D parameters only")
+    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
+    mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
+    ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")
+    compile: bool = option(False, "torch.compile the model")
+    seed: int = option(0, "random seed")
     # output
-    output_dir: str = "outputs/llamagen"
-    checkpoint_every: int = 5000
-    checkpoints_total_limit: int | None = 3
-    resume: str | None = None  # "latest" or a checkpoint folder
-    log_every: int = 50
-    report_to: str = "tensorboard"  # an accelerate tracker name, or "none"
+    output_dir: str = option("outputs/llamagen", "run folder: checkpoints, model, logs, samples, results")
+    overwrite_output_dir: bool = option(False, "start a new run in a folder holding another run (removes its outputs)")
+    checkpoint_every: int = option(5000, "steps between checkpoints; 0 disables them")
+    checkpoints_total_limit: int | None = option(3, "checkpoints kept; none keeps all")
+    resume: str | None = option(None, "'latest' or a checkpoint folder")
+    log_every: int = option(50, "steps between logs")
+    report_to: str = option("tensorboard", "an accelerate tracker name, or 'none'")
     # sample grids: sampled tokens every sample_every steps (.npy), decoded to a PNG when a tokenizer is given
-    sample_every: int = 5000
-    tokenizer: str | None = None  # from_pretrained source of the tokenizer that made the codes
-    sample_classes: int = 10  # grid rows: this many classes spread over [0, num_classes)
-    samples_per_class: int = 8
-    sample_guidance_scale: float = 2.0
-    sample_temperature: float = 1.0
-    sample_top_k: int | None = None
-    sample_top_p: float = 1.0
-    preset: str | None = None
+    sample_every: int = option(5000, "steps between sample grids (tokens .npy, PNG with --tokenizer); 0 disables")
+    tokenizer: str | None = option(None, "from_pretrained source of the tokenizer that made the codes (PNG grids)")
+    sample_classes: int = option(10, "grid rows: this many classes spread over [0, num_classes)")
+    samples_per_class: int = option(8, "grid columns")
+    sample_guidance_scale: float = option(2.0, "classifier-free guidance scale of the samples")
+    sample_temperature: float = option(1.0, "sampling temperature")
+    sample_top_k: int | None = option(None, "top-k sampling; none disables it")
+    sample_top_p: float = option(1.0, "top-p sampling")
+    preset: str | None = option(None, "a named recipe (its values are the defaults of the other options)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -331,154 +321,94 @@ def _load_sample_tokenizer(cfg: LlamaGenTrainingConfig, facts: dict, model_confi
 
 
 # ---------------------------------------------------------------------------------------------------- training
+class LlamaGenTask(Task):
+    """What differs for the generator: the model sized by the codes, AdamW groups, cross-entropy steps, sample
+    grids, the export."""
+
+    project = "fullvq_llamagen"
+    description = "train llamagen"
+    counters = ("samples_seen",)
+    reference_batch = LLAMAGEN_REFERENCE_BATCH
+    device_specific_seed = True  # dropout and label dropout: a different stream in each process
+
+    def __init__(self, cfg: LlamaGenTrainingConfig):
+        if not cfg.codes:
+            raise ValueError(
+                "--codes is required: a codes dataset made by `fullvq extract-codes` (folder or Hub id)."
+            )
+        self.cfg = cfg
+
+    def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
+        cfg = self.cfg
+        self.codes, metadata = load_codes(cfg.codes, cfg.codes_split)
+        self.facts = _codes_facts(self.codes, metadata)
+        model = build_model(cfg, self.facts)
+        self.tokenizer = None
+        if cfg.tokenizer and cfg.sample_every and accelerator.is_main_process:
+            self.tokenizer = _load_sample_tokenizer(cfg, self.facts, model.config, accelerator.device)
+        groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, cfg.weight_decay)]
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.num_tokens = model.config.num_image_tokens
+        self.num_parameters = sum(p.numel() for p in model.parameters())
+        accelerator.print(
+            f"LlamaGen {cfg.model}: {self.num_parameters / 1e6:.2f}M parameters, vocab {model.config.vocab_size}, "
+            f"grid {tuple(model.config.grid_size)}, {model.config.num_classes} classes; {len(self.codes)} rows; lr "
+            f"{lr:.3g}"
+        )
+        return [Part("model", model, optimizer)]
+
+    def build_dataloader(self, run: Run, start_step: int):
+        self.t_last, self.samples_last = time.time(), run.state.samples_seen
+        return build_dataloader(self.cfg, self.codes, run.accelerator, start_step)
+
+    def training_step(self, run: Run, batch: dict) -> dict:
+        device = run.accelerator.device
+        input_ids = batch["input_ids"].to(device, non_blocking=True)
+        class_labels = batch["class_labels"].to(device, non_blocking=True)
+        with run.accelerator.autocast():
+            loss = run.model(input_ids=input_ids, class_labels=class_labels, labels=input_ids).loss
+        grad_norm = run.optimize(loss, run.parts[0])
+        run.state.samples_seen += input_ids.shape[0] * run.accelerator.num_processes
+        logs = {"loss": loss.detach()}
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm
+        return logs
+
+    def log_metrics(self, run: Run) -> dict:
+        now = time.time()
+        samples, seconds = run.state.samples_seen - self.samples_last, max(now - self.t_last, 1e-9)
+        self.t_last, self.samples_last = now, run.state.samples_seen
+        return {"tokens_per_second": samples * self.num_tokens / seconds, "samples_per_second": samples / seconds}
+
+    def on_step_end(self, run: Run) -> None:
+        cfg, step = self.cfg, run.state.step
+        if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+            if run.accelerator.is_main_process:  # the bare module: no collective op, the other ranks go on
+                save_samples(run.bare(), cfg, run.out_dir / "samples", step, self.tokenizer)
+
+    def export(self, run: Run, model: torch.nn.Module) -> None:
+        with atomic_dir(run.out_dir / "model") as folder:
+            model.save_pretrained(folder)
+
+    def results(self, run: Run, model: torch.nn.Module) -> dict:
+        steps, seconds = run.state.step - run.start_step, run.train_time
+        return {
+            "final_loss": run.last_logs.get("loss"),
+            "first_logged_loss": (run.first_logs or {}).get("loss"),
+            "tokens_per_second": steps * run.global_batch * self.num_tokens / seconds if seconds > 0 else None,
+            "num_parameters": self.num_parameters,
+            "codes": self.cfg.codes,
+        }
+
+
 def train(cfg: LlamaGenTrainingConfig) -> dict:
     """Run the training described by ``cfg``; returns the results (also in ``output_dir/results.json``)."""
-    if not cfg.codes:
-        raise ValueError(
-            "--codes is required: a codes dataset made by `fullvq extract-codes` (folder or Hub id)."
-        )
-    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
-        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
-    out_dir = Path(cfg.output_dir)
-    report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
-    accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
-    set_seed(cfg.seed)  # the same initial weights in every process
+    return run_training(cfg, LlamaGenTask(cfg))
 
-    codes, metadata = load_codes(cfg.codes, cfg.codes_split)
-    facts = _codes_facts(codes, metadata)
-    model = build_model(cfg, facts)
-    tokenizer = None
-    if cfg.tokenizer and cfg.sample_every and accelerator.is_main_process:
-        tokenizer = _load_sample_tokenizer(cfg, facts, model.config, accelerator.device)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
 
-    global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
-    lr = (
-        scale_lr(cfg.learning_rate, global_batch, LLAMAGEN_REFERENCE_BATCH)
-        if cfg.scale_lr
-        else cfg.learning_rate
-    )
-    groups = [{k: v for k, v in g.items() if k != "names"} for g in param_groups(model, cfg.weight_decay)]
-    optimizer = torch.optim.AdamW(groups, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
-    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))  # a short smoke run of any preset works
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.max_steps, warmup_steps)
-    # the scheduler stays unprepared (accelerate would step it once per process) and is checkpointed explicitly
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    if cfg.compile:
-        model = torch.compile(model)
-    set_seed(cfg.seed, device_specific=True)  # dropout and label dropout: a different stream in each process
-
-    state = TrainState(counters=("samples_seen",))
-    unwrapped = unwrap_model(accelerator, model)
-    checkpoint_dir = out_dir / "checkpoints"
-    ema = prepare_run_state(accelerator, state, unwrapped, cfg, checkpoint_dir, "fullvq_llamagen", report_to)
-
-    num_tokens = unwrapped.config.num_image_tokens
-    num_parameters = sum(p.numel() for p in unwrapped.parameters())
-    accelerator.print(
-        f"LlamaGen {cfg.model}: {num_parameters / 1e6:.2f}M parameters, vocab {unwrapped.config.vocab_size}, grid "
-        f"{tuple(unwrapped.config.grid_size)}, {unwrapped.config.num_classes} classes; {len(codes)} rows; global "
-        f"batch {global_batch}, lr {lr:.3g}"
-    )
-    loader = build_dataloader(cfg, codes, accelerator, state.step)
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train llamagen",
-               disable=not accelerator.is_local_main_process, dynamic_ncols=True)  # fmt: skip
-    model.train()
-    start_step, t_start = state.step, time.time()
-    t_last, samples_last = t_start, state.samples_seen
-    loss_sum = torch.zeros((), device=accelerator.device)
-    loss_count, first_loss, last_loss, grad_norm = 0, None, None, None
-    time_aside = 0.0
-    for batch in loader:
-        input_ids = batch["input_ids"].to(accelerator.device, non_blocking=True)
-        class_labels = batch["class_labels"].to(accelerator.device, non_blocking=True)
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                loss = model(input_ids=input_ids, class_labels=class_labels, labels=input_ids).loss
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")  # inf: measure only
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.detach().float()
-        loss_count += 1
-        state.samples_seen += input_ids.shape[0] * accelerator.num_processes
-        if not accelerator.sync_gradients:
-            continue
-        scheduler.step()
-        if ema is not None:
-            ema.update(unwrapped)
-        state.step += 1
-        bar.update(1)
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-            mean_loss = float(accelerator.reduce(loss_sum / loss_count, reduction="mean"))
-            loss_sum.zero_()
-            loss_count = 0
-            now = time.time()
-            samples = state.samples_seen - samples_last
-            logs = {
-                "loss": mean_loss,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "tokens_per_second": samples * num_tokens / max(now - t_last, 1e-9),
-                "samples_per_second": samples / max(now - t_last, 1e-9),
-            }
-            t_last, samples_last = now, state.samples_seen
-            first_loss = mean_loss if first_loss is None else first_loss
-            last_loss = mean_loss
-            accelerator.log(logs, step=state.step)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{logs['lr']:.2e}")
-        t_aside = time.time()  # sampling and checkpoints do not count as training time
-        if cfg.sample_every and (state.step % cfg.sample_every == 0 or state.step == cfg.max_steps):
-            if accelerator.is_main_process:  # the bare module: no collective op, the other ranks go on
-                save_samples(unwrapped, cfg, out_dir / "samples", state.step, tokenizer)
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, cfg.checkpoints_total_limit)
-        aside = time.time() - t_aside
-        time_aside += aside
-        t_last += aside
-        if state.step >= cfg.max_steps:
-            break
-    bar.close()
-    train_time = time.time() - t_start - time_aside
-
-    accelerator.wait_for_everyone()
-    if ema is not None:
-        ema.copy_to(unwrapped)
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(out_dir / "model")
-    steps_done = state.step - start_step
-    results = {
-        "step": state.step,
-        "steps_this_run": steps_done,
-        "final_loss": last_loss,
-        "first_logged_loss": first_loss,
-        "samples_seen": state.samples_seen,
-        "train_time_s": train_time,
-        "steps_per_second": steps_done / train_time if train_time > 0 else None,
-        "tokens_per_second": steps_done * global_batch * num_tokens / train_time if train_time > 0 else None,
-        "global_batch_size": global_batch,
-        "learning_rate": lr,
-        "num_parameters": num_parameters,
-        "num_processes": accelerator.num_processes,
-        "codes": cfg.codes,
-        "ema": ema is not None,
-    }
-    if accelerator.num_processes > 1:
-        results.update(replica_checksums(accelerator, unwrapped))
-    if accelerator.is_main_process:
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        accelerator.print(json.dumps(results, indent=2))
-    # free the DDP wrapper (its reducer holds the process group) while every rank is alive, then end
-    del model, optimizer, unwrapped
-    accelerator.free_memory()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return results
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``fullvq train-llamagen`` / ``examples/train_llamagen.py``: parse, train; a user error is one line."""
+    return run_cli(argv, prog, LlamaGenTrainingConfig, train)
 
 
 __all__ = [
@@ -487,6 +417,7 @@ __all__ = [
     "LlamaGenTrainingConfig",
     "build_model",
     "check_codes_fit",
+    "main",
     "make_llamagen_config",
     "param_groups",
     "parse_args",

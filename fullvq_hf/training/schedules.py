@@ -10,9 +10,12 @@ linear warm-up from ``start_factor`` to 1 over the first ``warmup_steps`` steps:
 - ``cosine``: warm-up, then a cosine decay from 1 to ``end_factor`` at the last step.
 - ``linear``: warm-up, then a linear decay from 1 to ``end_factor`` at the last step.
 
-``get_scheduler`` wraps one of them in a ``torch.optim.lr_scheduler.LambdaLR`` whose multiplier is a picklable
-callable object (``ScheduleFunction``) holding only numbers and strings, so ``scheduler.state_dict()`` saves it and
-``load_state_dict`` restores it (accelerate's ``save_state`` / ``load_state``, even with ``weights_only`` loading).
+``get_scheduler`` builds the scheduler of a name. Learning annealing is transformers' warmup-stable-decay schedule
+(``get_wsd_schedule``, through the named wrapper ``get_learning_annealing_schedule``): after the warm-up it is the
+paper's formula exactly (``learning_annealing``). Its warm-up starts at ``end_factor`` (0.01) instead of the
+paper's 0.005: transformers' WSD warms up from its ``min_lr_ratio``, which is also where it decays to. The other
+schedules are a ``LambdaLR`` whose multiplier is a callable object (``ScheduleFunction``) holding only numbers and
+strings. Every scheduler's ``state_dict()`` is numbers, strings and lists: the trainers save it as JSON.
 
 Steps count optimizer updates from 0; the last step of a run of ``total_steps`` updates is ``total_steps - 1``.
 
@@ -37,6 +40,7 @@ __all__ = [
     "ScheduleFunction",
     "constant",
     "cosine",
+    "get_learning_annealing_schedule",
     "get_scheduler",
     "learning_annealing",
     "linear",
@@ -163,8 +167,8 @@ def linear(
 # ---------------------------------------------------------------------------------------------------- schedulers
 # name -> the keyword options it accepts, with their defaults (those of the functions above)
 SCHEDULES: dict[str, dict[str, float]] = {
-    "annealing": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
-    "annealing-cosine": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
+    "annealing": {"hold_fraction": 0.3, "end_factor": 0.01},
+    "annealing-cosine": {"hold_fraction": 0.3, "end_factor": 0.01},
     "constant": {"start_factor": 0.005},
     "cosine": {"start_factor": 0.005, "end_factor": 0.0},
     "linear": {"start_factor": 0.005, "end_factor": 0.0},
@@ -213,21 +217,53 @@ class ScheduleFunction:
         return asdict(self)
 
 
+def get_learning_annealing_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    hold_fraction: float = 0.3,
+    end_factor: float = 0.01,
+    decay: str = "linear",
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """FVQ's learning annealing as transformers' ``get_wsd_schedule``: linear warm-up over ``warmup_steps`` (from
+    ``end_factor``), 1 until ``decay_start = warmup_steps + floor(hold_fraction * (total_steps - warmup_steps))``,
+    then a ``decay`` ("linear" or "cosine") to ``end_factor`` at the last step ``total_steps - 1``. From the end of
+    the warm-up on it equals ``learning_annealing`` (the paper's formula)."""
+    from transformers import get_wsd_schedule
+
+    _check_warmup(warmup_steps, end_factor, total_steps)
+    _check_end_factor(end_factor)
+    if not 0.0 <= hold_fraction <= 1.0:
+        raise ValueError(f"hold_fraction must lie in [0, 1] (a fraction of the steps after warm-up), got {hold_fraction}.")
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}.")
+    decay_start = warmup_steps + math.floor(hold_fraction * (total_steps - warmup_steps) + 1e-9)
+    decay_start = min(decay_start, total_steps - 1)
+    return get_wsd_schedule(
+        optimizer,
+        num_warmup_steps=warmup_steps,
+        num_stable_steps=decay_start - warmup_steps,
+        num_decay_steps=total_steps - 1 - decay_start,  # reaches end_factor at the last step, total_steps - 1
+        warmup_type="linear",
+        decay_type=decay,
+        min_lr_ratio=end_factor,
+    )
+
+
 def get_scheduler(
     name: str, optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, **kwargs: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` over ``optimizer`` (every param group) following schedule ``name``.
 
     Args:
-        name: ``"annealing"`` (FVQ: warm-up, hold, linear decay), ``"annealing-cosine"`` (same with a cosine
-            decay), ``"constant"`` (warm-up, then 1), ``"cosine"`` (warm-up, cosine decay) or ``"linear"``
-            (warm-up, linear decay).
+        name: ``"annealing"`` (FVQ: warm-up, hold, linear decay; transformers' WSD), ``"annealing-cosine"`` (same
+            with a cosine decay), ``"constant"`` (warm-up, then 1), ``"cosine"`` (warm-up, cosine decay) or
+            ``"linear"`` (warm-up, linear decay).
         optimizer: The optimizer; its current ``lr`` values become the base lrs.
         total_steps: Number of optimizer updates in the run (the schedule ends at ``total_steps - 1``).
         warmup_steps: Linear warm-up length in optimizer updates.
-        **kwargs: ``start_factor`` (all), ``hold_fraction`` (annealing), ``end_factor`` (annealing, cosine,
-            linear). Defaults as in the functions: 0.005, 0.3, and ``end_factor`` 0.01 for annealing (FVQ's
-            values), 0.0 for cosine and linear.
+        **kwargs: ``hold_fraction`` and ``end_factor`` (annealing: 0.3 and 0.01, FVQ's values); ``start_factor``
+            (constant, cosine, linear: 0.005) and ``end_factor`` (cosine, linear: 0.0).
 
     Call ``scheduler.step()`` once per optimizer update. Building the scheduler sets the lr of step 0.
     """
@@ -240,6 +276,9 @@ def get_scheduler(
             "schedule that uses them."
         )
     options = {**SCHEDULES[name], **kwargs}
+    if name in ("annealing", "annealing-cosine"):
+        decay = "cosine" if name == "annealing-cosine" else "linear"
+        return get_learning_annealing_schedule(optimizer, int(total_steps), int(warmup_steps), decay=decay, **options)
     fn = ScheduleFunction(name=name, total_steps=int(total_steps), warmup_steps=int(warmup_steps), **options)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 

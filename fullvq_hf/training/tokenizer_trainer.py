@@ -8,36 +8,28 @@ Order of one step (global batch = batch_size x processes x accumulation):
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import time
-import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
-from tqdm.auto import tqdm
 
 from ..data import ImageTransform, StepBatchSampler, TransformedImages, collate_images, load_image_dataset
 from ..metrics import CodebookUsage
 from ..models import BACKBONES, FVQModel, VQGANLCModel
 from ..models.vqbridge import parse_bridge_preset
-from .common import (  # noqa: F401  (re-exported: the names lived here before the LlamaGen trainer shared them)
-    CHECKPOINT_PREFIX,
-    EMA,
-    TrainState,
+from .config import TokenizerTrainingConfig, run_cli
+from .loop import (  # noqa: F401  (list_checkpoints re-exported: the name lived here first)
+    Part,
+    Run,
+    Task,
+    atomic_dir,
     list_checkpoints,
-    make_accelerator,
-    prepare_run_state,
-    replica_checksums,
-    resume_from,
-    save_checkpoint,
     save_image_grid,
-    unwrap_model,
 )
-from .config import TokenizerTrainingConfig
+from .loop import train as run_training
 from .losses import (
     PatchGANDiscriminator,
     adaptive_gan_weight,
@@ -45,7 +37,6 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from .schedules import get_scheduler, scale_lr
 
 logger = logging.getLogger(__name__)
 
@@ -136,189 +127,147 @@ def _stream_seed(seed: int, rank: int, position: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def train(cfg: TokenizerTrainingConfig) -> dict:
-    """Run the training described by ``cfg``; returns the final evaluation results (also in results.json)."""
-    out_dir = Path(cfg.output_dir)
-    report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
-    accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "training_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+class TokenizerTask(Task):
+    """What differs for a tokenizer: the model (+ PatchGAN discriminator), the losses of one step, the export of
+    the inference (folded) and training models, and the evaluation."""
 
-    model = build_model(cfg)
-    global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
-    lr = scale_lr(cfg.learning_rate, global_batch) if cfg.scale_lr else cfg.learning_rate
-    betas = (cfg.adam_beta1, cfg.adam_beta2)
-    opt_g = torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay)
-    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
-    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
-    sched_g = get_scheduler(cfg.lr_scheduler, opt_g, cfg.max_steps, warmup_steps)
-    use_gan = cfg.gan_weight > 0
-    perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
-    # Schedulers stay unprepared (accelerate would step them once per process) and are checkpointed explicitly;
-    # they count optimizer steps, i.e. global steps.
-    objects = [model, opt_g]
-    if use_gan:
-        disc = PatchGANDiscriminator(in_channels=cfg.in_channels, norm=cfg.discriminator_norm)
-        if accelerator.num_processes > 1 and cfg.discriminator_norm == "batch":
-            disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
-        d_lr = cfg.discriminator_lr or lr
-        opt_d = torch.optim.Adam(disc.parameters(), lr=d_lr, betas=betas, weight_decay=cfg.weight_decay)
-        sched_d = get_scheduler(cfg.lr_scheduler, opt_d, cfg.max_steps, warmup_steps)
-        objects += [disc, opt_d]
-    prepared = accelerator.prepare(*objects)
-    model, opt_g = prepared[:2]
-    accelerator.register_for_checkpointing(sched_g)
-    if use_gan:
-        disc, opt_d = prepared[2:]
-        accelerator.register_for_checkpointing(sched_d)
-    if perceptual is not None:
-        perceptual = perceptual.to(accelerator.device)
-    if cfg.compile:
-        model = torch.compile(model)
+    project = "fullvq_tokenizer"
+    description = "train tokenizer"
+    counters = ("images_seen", "skipped_images")
+    reference_batch = 128
 
-    state = TrainState(counters=("images_seen", "skipped_images"))
-    checkpoint_dir = out_dir / "checkpoints"
-    ema = prepare_run_state(
-        accelerator, state, accelerator.unwrap_model(model), cfg, checkpoint_dir, "fullvq_tokenizer", report_to
-    )
+    def __init__(self, cfg: TokenizerTrainingConfig):
+        if cfg.reconstruction_loss not in ("l2", "l1"):
+            raise ValueError(f"reconstruction_loss must be 'l2' or 'l1', got {cfg.reconstruction_loss!r}.")
+        self.cfg = cfg
+        self.rec_fn = F.mse_loss if cfg.reconstruction_loss == "l2" else F.l1_loss
+        self.use_gan = cfg.gan_weight > 0
+        self.last = None  # (pixels, reconstruction) of the last micro-batch, for the image grid
 
-    loader = build_dataloader(cfg, accelerator, state.step)
-    unwrapped = accelerator.unwrap_model(model)
-    usage = CodebookUsage(unwrapped.codebook_size, device=accelerator.device)
-    rec_fn = F.mse_loss if cfg.reconstruction_loss == "l2" else F.l1_loss
-    if cfg.reconstruction_loss not in ("l2", "l1"):
-        raise ValueError(f"reconstruction_loss must be 'l2' or 'l1', got {cfg.reconstruction_loss!r}.")
-    bar = tqdm(total=cfg.max_steps, initial=state.step, desc="train tokenizer", disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    model.train()
-    t_last, images_last, logs = time.time(), state.images_seen, {}
-    micro = 0
-    for batch in loader:
+    def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
+        cfg = self.cfg
+        model = build_model(cfg)
+        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        parts = [Part("model", model, torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay))]
+        self.perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
+        if self.perceptual is not None:
+            self.perceptual = self.perceptual.to(accelerator.device)
+        if self.use_gan:
+            disc = PatchGANDiscriminator(in_channels=cfg.in_channels, norm=cfg.discriminator_norm)
+            if accelerator.num_processes > 1 and cfg.discriminator_norm == "batch":
+                disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
+            opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr or lr, betas=betas, weight_decay=cfg.weight_decay)
+            parts.append(Part("discriminator", disc, opt_d))
+        return parts
+
+    def build_dataloader(self, run: Run, start_step: int):
+        self.usage = CodebookUsage(run.bare().codebook_size, device=run.accelerator.device)
+        self.t_last, self.images_last = time.time(), run.state.images_seen
+        return build_dataloader(self.cfg, run.accelerator, start_step)
+
+    def training_step(self, run: Run, batch: dict) -> dict | None:
+        cfg, acc, state = self.cfg, run.accelerator, run.state
         state.skipped_images += batch["num_skipped"]
         x = batch["pixel_values"]
         if x is None:
-            continue
-        x = x.to(accelerator.device)
-        gan_active = use_gan and state.step >= cfg.gan_start_step
-        with accelerator.accumulate(model):
-            with accelerator.autocast():
-                out = model(x)
-                rec = rec_fn(out.sample.float(), x)
-                loss = rec + out.loss
-                logs_step = {"loss/reconstruction": rec.detach(), "loss/quantizer": out.loss.detach(),
-                             "loss/codebook": out.codebook_loss.detach(), "loss/commitment": out.commitment_loss.detach()}  # fmt: skip
-                if perceptual is not None:
-                    p_loss = perceptual(out.sample.float(), x).mean()
-                    loss = loss + cfg.perceptual_weight * p_loss
-                    logs_step["loss/perceptual"] = p_loss.detach()
-                if gan_active:
-                    g_loss = hinge_g_loss(disc(out.sample))
-                    weight = cfg.gan_weight
-                    if cfg.adaptive_gan_weight:
-                        weight = weight * adaptive_gan_weight(rec, g_loss, unwrapped.decoder.last_layer)
-                    loss = loss + weight * g_loss
-                    logs_step["loss/generator"] = g_loss.detach()
-            accelerator.backward(loss)
-            if accelerator.sync_gradients:
-                logs_step["grad_norm"] = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt_g.step()
-            opt_g.zero_grad(set_to_none=True)
+            return None
+        x = x.to(acc.device)
+        gan_active = self.use_gan and state.step >= cfg.gan_start_step
+        with acc.autocast():
+            out = run.model(x)
+            rec = self.rec_fn(out.sample.float(), x)
+            loss = rec + out.loss
+            logs = {"loss/reconstruction": rec.detach(), "loss/quantizer": out.loss.detach(),
+                    "loss/codebook": out.codebook_loss.detach(), "loss/commitment": out.commitment_loss.detach()}  # fmt: skip
+            if self.perceptual is not None:
+                p_loss = self.perceptual(out.sample.float(), x).mean()
+                loss = loss + cfg.perceptual_weight * p_loss
+                logs["loss/perceptual"] = p_loss.detach()
             if gan_active:
-                with accelerator.autocast():
-                    logits = disc(torch.cat([x, out.sample.detach()]))
-                    d_loss = hinge_d_loss(*logits.float().chunk(2))
-                accelerator.backward(d_loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(disc.parameters(), cfg.max_grad_norm)
-                opt_d.step()
-                opt_d.zero_grad(set_to_none=True)
-                logs_step["loss/discriminator"] = d_loss.detach()
-        usage.update(out.indices)
-        state.images_seen += x.shape[0] * accelerator.num_processes
-        micro += 1
-        if not accelerator.sync_gradients:
-            continue
-        sched_g.step()
-        if use_gan:
-            with warnings.catch_warnings():  # before gan_start_step opt_d has not stepped; the schedule still counts
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                sched_d.step()
-        if ema is not None:
-            ema.update(unwrapped)
-        state.step += 1
-        bar.update(1)
-        logs = {k: float(v) for k, v in logs_step.items()}
-        if state.step % cfg.log_every == 0 or state.step == cfg.max_steps:
-            stats = usage.compute()
-            now = time.time()
-            logs.update(
-                lr=sched_g.get_last_lr()[0],
-                usage=stats["usage"],
-                perplexity=stats["perplexity"],
-                dead_codes=stats["dead_codes"],
-                images_per_second=(state.images_seen - images_last) / max(now - t_last, 1e-9),
-                skipped_images=state.skipped_images,
-            )
-            t_last, images_last = now, state.images_seen
-            usage.reset()
-            accelerator.log(logs, step=state.step)
-            bar.set_postfix(loss=f"{logs['loss/reconstruction']:.4f}", usage=f"{stats['usage']:.3f}")
-        if cfg.image_every and (state.step % cfg.image_every == 0) and accelerator.is_main_process:
-            save_image_grid([x, out.sample], out_dir / "samples" / f"reconstruction-{state.step:08d}.png")
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-            save_checkpoint(accelerator, checkpoint_dir, state.step, cfg.checkpoints_total_limit)
-        if state.step >= cfg.max_steps:
-            break
-    bar.close()
-    if state.skipped_images:
-        accelerator.print(f"skipped {state.skipped_images} unreadable images")
+                # the generator's GAN term goes through the bare discriminator with its parameters frozen: its
+                # gradient reaches the reconstruction only, and the discriminator steps on its own loss alone
+                disc = run.bare(1)
+                with frozen(disc):
+                    g_loss = hinge_g_loss(disc(out.sample))
+                weight = cfg.gan_weight
+                if cfg.adaptive_gan_weight:
+                    weight = weight * adaptive_gan_weight(rec, g_loss, run.bare().decoder.last_layer)
+                loss = loss + weight * g_loss
+                logs["loss/generator"] = g_loss.detach()
+        grad_norm = run.optimize(loss, run.parts[0])
+        if grad_norm is not None:
+            logs["grad_norm"] = grad_norm
+        if gan_active:
+            part_d = run.parts[1]
+            with acc.autocast():
+                logits = part_d.model(torch.cat([x, out.sample.detach()]))
+                d_loss = hinge_d_loss(*logits.float().chunk(2))
+            run.optimize(d_loss, part_d)
+            logs["loss/discriminator"] = d_loss.detach()
+        self.usage.update(out.indices)
+        state.images_seen += x.shape[0] * acc.num_processes
+        self.last = (x, out.sample)
+        return logs
 
-    results = export_and_evaluate(cfg, accelerator, model, ema, state)
-    # Free the DDP wrappers (their reducers hold the gloo/nccl process group) while every rank is still alive,
-    # then destroy the group: otherwise a rank can hang at exit in ProcessGroupGloo's destructor, waiting for a
-    # peer that has already gone.
-    del model, opt_g, unwrapped
-    if use_gan:
-        del disc, opt_d
-    accelerator.free_memory()
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return results
+    def log_metrics(self, run: Run) -> dict:
+        stats = self.usage.compute()
+        self.usage.reset()
+        now = time.time()
+        images = run.state.images_seen - self.images_last
+        metrics = dict(usage=stats["usage"], perplexity=stats["perplexity"], dead_codes=stats["dead_codes"],
+                       images_per_second=images / max(now - self.t_last, 1e-9), skipped_images=run.state.skipped_images)  # fmt: skip
+        self.t_last, self.images_last = now, run.state.images_seen
+        return metrics
 
+    def on_step_end(self, run: Run) -> None:
+        step = run.state.step
+        if self.cfg.image_every and step % self.cfg.image_every == 0 and run.accelerator.is_main_process and self.last:
+            save_image_grid(list(self.last), run.out_dir / "samples" / f"reconstruction-{step:08d}.png")
 
-def export_and_evaluate(cfg, accelerator, model, ema, state) -> dict:
-    """Save the inference (folded) and training models, then evaluate on the eval split."""
-    from ..evaluation.tokenizer_eval import evaluate_tokenizer
+    def export(self, run: Run, model: torch.nn.Module) -> None:
+        """The training model (``model-train``) and the inference model (``model``, FVQ: folded codebook)."""
+        with atomic_dir(run.out_dir / "model-train") as folder:
+            model.save_pretrained(folder)
+        with atomic_dir(run.out_dir / "model") as folder:
+            if isinstance(model, FVQModel):
+                model.save_pretrained(folder, fold_codebook=True)
+            else:
+                model.save_pretrained(folder)
 
-    out_dir = Path(cfg.output_dir)
-    accelerator.wait_for_everyone()
-    unwrapped = unwrap_model(accelerator, model)  # under DDP and torch.compile wrappers
-    if ema is not None:
-        ema.copy_to(unwrapped)
-    if accelerator.is_main_process:
-        unwrapped.save_pretrained(out_dir / "model-train")
-        if isinstance(unwrapped, FVQModel):
-            unwrapped.save_pretrained(out_dir / "model", fold_codebook=True)
-        else:
-            unwrapped.save_pretrained(out_dir / "model")
-    accelerator.wait_for_everyone()
-    results = {"step": state.step, "images_seen": state.images_seen, "skipped_images": state.skipped_images,
-               "num_processes": accelerator.num_processes}  # fmt: skip
-    if accelerator.num_processes > 1:
-        # every replica must hold the same weights (codebook and bridge included): compare checksums
-        results.update(replica_checksums(accelerator, unwrapped))
-    if cfg.eval_split:
+    def results(self, run: Run, model: torch.nn.Module) -> dict:
+        cfg = self.cfg
+        if run.state.skipped_images:
+            run.accelerator.print(f"skipped {run.state.skipped_images} unreadable images")
+        if not cfg.eval_split:
+            return {}
+        from ..evaluation.tokenizer_eval import evaluate_tokenizer
+
         dataset = load_image_dataset(cfg.dataset, cfg.eval_split, cfg.data_dir, False, cfg.image_column)
         transform = ImageTransform(cfg.resolution, cfg.in_channels, random_crop=False, flip=False)
-        results.update(
-            evaluate_tokenizer(
-                unwrapped, dataset, transform, batch_size=cfg.eval_batch_size, max_images=cfg.eval_max_images,
-                image_column=cfg.image_column, feature_extractor=cfg.feature_extractor, accelerator=accelerator,
-            )
+        return evaluate_tokenizer(
+            model, dataset, transform, batch_size=cfg.eval_batch_size, max_images=cfg.eval_max_images,
+            image_column=cfg.image_column, feature_extractor=cfg.feature_extractor, accelerator=run.accelerator,
         )  # fmt: skip
-    if accelerator.is_main_process:
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-        accelerator.print(json.dumps(results, indent=2))
-    return results
 
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module):
+    """Parameters of ``module`` not requiring gradients inside the block (restored after)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+def train(cfg: TokenizerTrainingConfig) -> dict:
+    """Run the training described by ``cfg``; returns the final results (also in ``output_dir/results.json``)."""
+    return run_training(cfg, TokenizerTask(cfg))
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``fullvq train-tokenizer`` / ``examples/train_tokenizer.py``: parse, train; a user error is one line."""
+    return run_cli(argv, prog, TokenizerTrainingConfig, train)
