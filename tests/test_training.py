@@ -99,8 +99,152 @@ def test_resume_with_no_usable_checkpoint_is_a_clear_error(tmp_path):
     (bad / "COMPLETE").write_text("{}")
     with pytest.raises(RuntimeError, match="(?s)No usable checkpoint.*checkpoint-00000005"):
         train(tiny(tmp_path, resume="latest"))
-    with pytest.raises(FileNotFoundError, match="no such checkpoint folder"):
+    with pytest.raises(RuntimeError, match="no such checkpoint folder"):
         train(tiny(tmp_path, resume=str(tmp_path / "nope")))
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_are_detected_and_skipped(reference_run, tmp_path, capsys):
+    out, _ = reference_run
+
+    def damage(ckpt):
+        bad = ckpt / "checkpoint-00000015"
+        shutil.copytree(ckpt / "checkpoint-00000010", bad)
+        weights = bad / "model.safetensors"
+        data = bytearray(weights.read_bytes())
+        data[-100] ^= 0x40  # one flipped bit in a tensor: the file still loads
+        weights.write_bytes(bytes(data))
+
+    _resume_from_copy(out, tmp_path, damage)
+    printed = capsys.readouterr().out
+    assert "skipped unusable checkpoint" in printed and "checkpoint-00000015" in printed and "sha256" in printed
+    _assert_same_weights(out, tmp_path)  # resumed from step 10, as the uninterrupted run
+
+
+_PAYLOAD_MARKER = "pwned-by-checkpoint"
+
+
+class _Payload:
+    """A pickle that runs code when unpickled (what a replaced checkpoint file can do to a trusting loader)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_resume_never_unpickles_a_planted_file(reference_run, tmp_path):
+    out, _ = reference_run
+    assert not list((out / "checkpoints").glob("*/*.pkl"))  # checkpoints hold no pickles (JSON + safetensors)
+    marker = tmp_path / _PAYLOAD_MARKER
+    ckpt = tmp_path / "run" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    shutil.copytree(out / "checkpoints" / "checkpoint-00000010", ckpt / "checkpoint-00000010")
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):  # what accelerate would load
+        torch.save(_Payload(marker), ckpt / "checkpoint-00000010" / name)
+    with pytest.raises(RuntimeError, match="unexpected files"):
+        train(tiny(tmp_path / "run", resume="latest", eval_split=None))
+    assert not marker.exists()
+
+
+def test_new_run_in_a_folder_of_another_run_stops_unless_overwritten(reference_run, tmp_path):
+    out, _ = reference_run
+    shutil.copytree(out / "checkpoints", tmp_path / "checkpoints")
+    with pytest.raises(RuntimeError, match=r"(?s)--resume latest.*--overwrite-output-dir"):
+        train(tiny(tmp_path, max_steps=2, eval_split=None))
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")][0] == "checkpoint-00000020"
+    results = train(tiny(tmp_path, max_steps=2, eval_split=None, overwrite_output_dir=True, checkpoint_every=1,
+                         gan_weight=0.0, image_every=0))  # fmt: skip
+    assert results["step"] == 2
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == ["checkpoint-00000002", "checkpoint-00000001"]
+
+
+def test_a_second_trainer_on_a_locked_folder_stops_and_a_stale_lock_is_taken(tmp_path):
+    from fullvq_hf.training.loop import LOCK_FILE, RunLock
+
+    cfg = tiny(tmp_path, max_steps=1, eval_split=None, gan_weight=0.0, checkpoint_every=0, image_every=0)
+    with RunLock(tmp_path):  # another trainer holds the folder
+        with pytest.raises(RuntimeError, match=r"Another trainer is running in output_dir .*pid"):
+            train(cfg)
+    # a killed run leaves its lock file behind; the kernel has released its flock: the next run goes ahead
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    assert train(cfg)["step"] == 1
+    assert (tmp_path / "model" / "config.json").exists()
+
+
+def test_export_is_atomic(tmp_path, monkeypatch):
+    """A run killed while saving the final model leaves no half-written model folder."""
+
+    def save_config_then_die(self, path, **kwargs):
+        self.save_config(path)
+        raise KeyboardInterrupt("killed while exporting")
+
+    monkeypatch.setattr(FVQModel, "save_pretrained", save_config_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(tmp_path, max_steps=1, eval_split=None, gan_weight=0.0, checkpoint_every=0, image_every=0))
+    assert not (tmp_path / "model-train").exists() and not (tmp_path / "model").exists()
+
+
+def test_discriminator_steps_on_exactly_its_own_loss_gradient(tmp_path, monkeypatch):
+    """The generator's GAN term must not leave gradients in the discriminator: at its step, the discriminator's
+    gradient is d(discriminator loss)/d(parameters), nothing more."""
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from fullvq_hf.training import tokenizer_trainer
+
+    discriminators, expected, checked = [], [], []
+
+    class RecordedDiscriminator(tokenizer_trainer.PatchGANDiscriminator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            discriminators.append(self)
+
+    original_d_loss = tokenizer_trainer.hinge_d_loss
+
+    def d_loss_and_its_gradient(logits_real, logits_fake):
+        loss = original_d_loss(logits_real, logits_fake)
+        params = list(discriminators[0].parameters())
+        expected.append(torch.autograd.grad(loss, params, retain_graph=True))
+        return loss
+
+    original_step = AcceleratedOptimizer.step
+
+    def checking_step(self, *args, **kwargs):
+        params = self.optimizer.param_groups[0]["params"]
+        if discriminators and params[0] is next(discriminators[0].parameters()):
+            for p, g in zip(discriminators[0].parameters(), expected[-1]):
+                torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-8)
+            checked.append(True)
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_trainer, "PatchGANDiscriminator", RecordedDiscriminator)
+    monkeypatch.setattr(tokenizer_trainer, "hinge_d_loss", d_loss_and_its_gradient)
+    monkeypatch.setattr(AcceleratedOptimizer, "step", checking_step)
+    # a huge clipping norm: clipping multiplies by exactly 1, so the stepped gradient is the raw one
+    train(tiny(tmp_path, max_steps=2, gan_start_step=0, gan_weight=0.5, max_grad_norm=1e9, eval_split=None,
+               checkpoint_every=0, image_every=0))  # fmt: skip
+    assert len(checked) == 2  # both steps were checked
+
+
+def test_exported_weights_are_the_ema_under_compile(tmp_path, monkeypatch):
+    """``--compile --ema-decay``: the exported model holds the EMA weights (as saved in the last checkpoint), not
+    the raw ones. torch.compile runs with its cheap "eager" backend here: the wrappers are those of a real
+    compile."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    train(tiny(tmp_path, compile=True, ema_decay=0.5, max_steps=3, checkpoint_every=3, gan_weight=0.0,
+               eval_split=None, image_every=0))  # fmt: skip
+    exported = load_file(tmp_path / "model-train" / "diffusion_pytorch_model.safetensors")
+    raw = load_file(tmp_path / "checkpoints" / "checkpoint-00000003" / "model.safetensors")
+    raw = {k.removeprefix("_orig_mod."): v for k, v in raw.items()}
+    trained = [k for k, v in FVQModel.from_pretrained(tmp_path / "model-train").named_parameters() if v.requires_grad]
+    assert any(not torch.equal(exported[k], raw[k]) for k in trained)  # the EMA is not the last weights
+    ema = load_file(tmp_path / "checkpoints" / "checkpoint-00000003" / "ema.safetensors")
+    assert set(trained) <= set(ema)
+    for k in ema:
+        assert torch.equal(exported[k], ema[k]), k
 
 
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
