@@ -295,6 +295,7 @@ def run_options(
         "image_every": 0,
         "report_to": "none",
         "output_dir": str(out_dir),
+        "overwrite_output_dir": True,  # a re-run of the study replaces its own earlier run
     }
     if method == "vq":
         opts.update(quantizer_type="vq", bridge=None)

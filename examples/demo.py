@@ -149,6 +149,7 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
         "codes": str(out_dir / "codes"),
         "tokenizer": str(tokenizer_dir),
         "output_dir": str(out_dir / "llamagen"),
+        "overwrite_output_dir": True,  # the demo replaces its own earlier outputs
         "sample_guidance_scale": args.guidance_scale,
         "sample_top_k": args.top_k,
     }
@@ -233,6 +234,7 @@ def main(argv=None):
         overrides = {
             "preset": preset,
             "output_dir": str(out_dir / short),
+            "overwrite_output_dir": True,  # the demo replaces its own earlier outputs
             "eval_max_images": args.eval_max_images,
         }
         if not args.no_frechet:

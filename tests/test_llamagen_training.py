@@ -320,9 +320,11 @@ def test_two_processes_extract_the_same_codes_and_train_identical_replicas(
     assert [p.name for p in list_checkpoints(tmp_path / "gpt" / "checkpoints")] == [
         "checkpoint-00000004", "checkpoint-00000002",
     ]  # fmt: skip
-    assert sorted(p.name for p in (tmp_path / "gpt" / "checkpoints" / "checkpoint-00000004").glob("random_states_*")) == [
-        "random_states_0.pkl", "random_states_1.pkl",
+    checkpoint = tmp_path / "gpt" / "checkpoints" / "checkpoint-00000004"
+    assert sorted(p.name for p in checkpoint.glob("rng_state_*")) == [
+        "rng_state_0.safetensors", "rng_state_1.safetensors",
     ]  # fmt: skip
+    assert not list(checkpoint.glob("*.pkl"))  # no pickles: resume never unpickles
     LlamaGenForConditionalGeneration.from_pretrained(tmp_path / "gpt" / "model")
 
 

@@ -247,6 +247,82 @@ def test_exported_weights_are_the_ema_under_compile(tmp_path, monkeypatch):
         assert torch.equal(exported[k], ema[k]), k
 
 
+# what `accelerate launch` puts in each process's environment (measured with accelerate 1.16 on this CPU machine)
+_SIMPLE_LAUNCH_OF_2 = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "ACCELERATE_USE_CPU": "True",
+                       "ACCELERATE_MIXED_PRECISION": "no"}  # `--cpu --num_processes 2`: one process  # fmt: skip
+_TORCHRUN_OF_2 = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
+                  "MASTER_PORT": "29611", "ACCELERATE_MIXED_PRECISION": "no"}  # `--multi_gpu`, no GPU  # fmt: skip
+
+
+def test_launch_mistakes_are_detected_and_name_the_cpu_command():
+    from fullvq_hf.training.loop import RunError, check_launch
+
+    with pytest.raises(RunError, match=r"starts only ONE process.*ACCELERATE_USE_CPU=true accelerate launch --multi_gpu"):
+        check_launch(1, _SIMPLE_LAUNCH_OF_2)
+    with pytest.raises(RunError, match=r"did not join one process group.*ACCELERATE_USE_CPU=true accelerate launch"):
+        check_launch(1, _TORCHRUN_OF_2)
+    check_launch(2, {**_TORCHRUN_OF_2, "ACCELERATE_USE_CPU": "true"})  # the working command
+    check_launch(1, {})  # plain python
+    check_launch(1, {"ACCELERATE_USE_CPU": "True", "ACCELERATE_MIXED_PRECISION": "no"})  # accelerate launch --cpu
+
+
+@pytest.mark.slow
+def test_real_launch_mistakes_stop_with_one_error_line(tmp_path):
+    script = str(ROOT / "examples" / "train_tokenizer.py")
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env["OMP_NUM_THREADS"] = "1"
+    base = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]  # fmt: skip
+    args = [script, "--preset", "cpu-tiny", "--output-dir", str(tmp_path)]
+    for flag, expected in (("--cpu", "starts only ONE process"), ("--multi_gpu", "did not join one process group")):
+        proc = subprocess.run([*base, flag, *args], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode != 0 and expected in proc.stderr, proc.stderr[-3000:]
+        assert "Traceback" not in proc.stderr.split("error:")[0][-200:]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cli_help_gives_every_option_its_help_and_default_and_lists_the_presets(capsys):
+    import dataclasses
+
+    from fullvq_hf.training.config import TokenizerTrainingConfig
+    from fullvq_hf.training.tokenizer_trainer import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"], prog="fullvq train-tokenizer")
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    options = text[text.index("options:") :]
+    fields = dataclasses.fields(TokenizerTrainingConfig)
+    for f in fields:
+        flag = "--" + f.name.replace("_", "-")
+        assert flag in options, flag
+        squeezed = "".join(options.split())  # argparse wraps lines at spaces and hyphens
+        assert f.metadata.get("help") and "".join(f.metadata["help"].split()) in squeezed, f.name
+    assert options.count("(default: ") >= len(fields)
+    for name in PRESETS:
+        assert name in text
+    assert "--overwrite-output-dir" in text and "--debug" in text
+
+
+def test_cli_user_errors_are_one_line_and_debug_shows_the_traceback(reference_run, tmp_path, capsys):
+    from fullvq_hf.training.tokenizer_trainer import main
+
+    prog = "fullvq train-tokenizer"
+    assert main(["--preset", "cpu-tiny", "--output-dir", str(tmp_path), "--reconstruction-loss", "l3"], prog) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith(f"{prog}: error: reconstruction_loss must be 'l2' or 'l1'")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "nope"], prog)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and err.count("\n") == 0 and "invalid choice: 'nope'" in err and "cpu-tiny" in err
+    out, _ = reference_run
+    assert main(["--preset", "cpu-tiny", "--output-dir", str(out)], prog) == 2  # a folder holding another run
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--resume latest" in err and "--overwrite-output-dir" in err
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        main(["--preset", "cpu-tiny", "--output-dir", str(tmp_path), "--reconstruction-loss", "l3", "--debug"], prog)
+
+
 def test_unreadable_images_are_skipped_and_counted(tmp_path):
     folder = tmp_path / "images" / "train" / "things"
     folder.mkdir(parents=True)

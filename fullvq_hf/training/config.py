@@ -168,6 +168,14 @@ def build_parser(prog: str | None = None, config_cls: type | None = None) -> arg
             action.type = _none_or(action.type)
     parser.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+
+    def one_line_error(message: str):  # not the 60-line usage: the error and where the options are listed
+        import sys
+
+        print(f"{parser.prog}: error: {message} (--help lists the options)", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = one_line_error
     return parser
 
 
