@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 from fullvq_hf import LlamaGenConfig, LlamaGenForConditionalGeneration
 from fullvq_hf.data import ImageTransform, load_image_dataset
 from fullvq_hf.training.codes import AugmentedViews, codes_dtype, extract_codes, load_codes
-from fullvq_hf.training.common import list_checkpoints
 from fullvq_hf.training.llamagen_trainer import (
     PRESETS,
     make_llamagen_config,
@@ -29,6 +28,7 @@ from fullvq_hf.training.llamagen_trainer import (
     sample_classes,
     train,
 )
+from fullvq_hf.training.loop import list_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_IMAGES = 64

@@ -82,7 +82,15 @@ TRAINER_STATE = "trainer_state.json"
 EMA_WEIGHTS = "ema.safetensors"
 LOCK_FILE = ".train.lock"
 # what a run writes into its output folder (removed by --overwrite-output-dir; nothing else is touched)
-RUN_OUTPUTS = ("checkpoints", "model", "model-train", "samples", "logs", "results.json", "training_config.json")
+RUN_OUTPUTS = (
+    "checkpoints",
+    "model",
+    "model-train",
+    "samples",
+    "logs",
+    "results.json",
+    "training_config.json",
+)
 CPU_MULTIPROCESS_COMMAND = (
     "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 "
     "--mixed_precision no --dynamo_backend no <script> ..."
@@ -134,7 +142,9 @@ def check_output_dir(out_dir: Path, resume: str | None, overwrite: bool) -> None
     old = list_checkpoints(out_dir / "checkpoints")
     exported = [name for name in ("model", "model-train") if (out_dir / name).is_dir()]
     if old or exported:
-        what = f"checkpoints up to {old[0].name}" if old else "an exported model (" + ", ".join(exported) + ")"
+        what = (
+            f"checkpoints up to {old[0].name}" if old else "an exported model (" + ", ".join(exported) + ")"
+        )
         raise RunError(
             f"output_dir {out_dir} holds another run's {what}. Continue it with --resume latest, or start over "
             "with --overwrite-output-dir (removes that run's checkpoints and exports), or choose another --output-dir."
@@ -175,7 +185,9 @@ class RunLock:
                 "Wait for it to finish, stop it, or choose another --output-dir."
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode())
+        os.write(
+            fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}).encode()
+        )
         os.fsync(fd)
         self._fd = fd
 
@@ -481,7 +493,9 @@ class Run:
             if "ema" in trainer_state:
                 shadow = load_file(str(path / EMA_WEIGHTS), device=str(acc.device))
                 names = [n for n, _ in self.bare().named_parameters()]
-                self.ema.load_state_dict({**trainer_state["ema"], "shadow_params": [shadow[n] for n in names]})
+                self.ema.load_state_dict(
+                    {**trainer_state["ema"], "shadow_params": [shadow[n] for n in names]}
+                )
             else:
                 acc.print(f"warning: {path} has no EMA weights; the EMA starts from the resumed weights.")
         rng = path / f"rng_state_{acc.process_index}.safetensors"
@@ -523,7 +537,8 @@ class Run:
             acc.print(f"warning: skipped unusable checkpoint {path}: {problem}")
             warnings.warn(f"skipped unusable checkpoint {path}: {problem}", stacklevel=2)
         raise RunError(
-            "No usable checkpoint to resume from:\n  " + "\n  ".join(errors)
+            "No usable checkpoint to resume from:\n  "
+            + "\n  ".join(errors)
             + "\nStart a new run with --overwrite-output-dir, or pass --resume <checkpoint folder>."
         )
 
@@ -568,8 +583,12 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     set_seed(cfg.seed)  # the same initial weights in every process
 
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
-    lr = scale_lr(cfg.learning_rate, global_batch, task.reference_batch) if cfg.scale_lr else cfg.learning_rate
-    parts = task.build(accelerator, lr)  # user errors about the data or model surface before anything is written
+    lr = (
+        scale_lr(cfg.learning_rate, global_batch, task.reference_batch) if cfg.scale_lr else cfg.learning_rate
+    )
+    parts = task.build(
+        accelerator, lr
+    )  # user errors about the data or model surface before anything is written
 
     lock = RunLock(out_dir)
     error = None
@@ -614,7 +633,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
         if loaded is not None:
             accelerator.print(f"resumed from {loaded} at step {run.state.step}")
     if report_to:
-        accelerator.init_trackers(task.project, config={k: v for k, v in cfg.to_dict().items() if v is not None})
+        accelerator.init_trackers(
+            task.project, config={k: v for k, v in cfg.to_dict().items() if v is not None}
+        )
     run.start_step = run.state.step
 
     loader = task.build_dataloader(run, run.state.step)
@@ -638,7 +659,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
             counts[k] = counts.get(k, 0) + 1
         if not accelerator.sync_gradients:
             continue
-        with warnings.catch_warnings():  # an optimizer that has not stepped yet (GAN before its start) still counts
+        with (
+            warnings.catch_warnings()
+        ):  # an optimizer that has not stepped yet (GAN before its start) still counts
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             for part in parts:
                 part.scheduler.step()
@@ -648,7 +671,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
         bar.update(1)
         if run.state.step % cfg.log_every == 0 or run.state.step == cfg.max_steps:
             keys = sorted(sums)
-            means = torch.stack([(sums[k] / counts[k]).to(accelerator.device) for k in keys]) if keys else None
+            means = (
+                torch.stack([(sums[k] / counts[k]).to(accelerator.device) for k in keys]) if keys else None
+            )
             values = accelerator.reduce(means, reduction="mean").tolist() if keys else []
             logs = dict(zip(keys, values))
             logs["lr"] = parts[0].scheduler.get_last_lr()[0]
@@ -657,7 +682,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
             run.first_logs = run.first_logs or dict(logs)
             run.last_logs = logs
             accelerator.log(logs, step=run.state.step)
-            shown = {k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "loss/reconstruction", "usage", "lr")}
+            shown = {
+                k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "loss/reconstruction", "usage", "lr")
+            }
             bar.set_postfix(**shown)
         t_aside = time.time()  # samples and checkpoints do not count as training time
         task.on_step_end(run)
