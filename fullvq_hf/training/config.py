@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -158,8 +159,10 @@ def build_parser(prog: str | None = None, config_cls: type | None = None) -> arg
 
     config_cls = config_cls or TokenizerTrainingConfig
     presets = sorted(getattr(config_cls, "PRESETS", {}))
+    # from the annotations (HfArgumentParser rewrites the fields' .type in place, dropping the None)
+    hints = typing.get_type_hints(config_cls)
+    optional = {name for name, hint in hints.items() if type(None) in typing.get_args(hint)}
     parser = HfArgumentParser(config_cls, prog=prog, description=getattr(config_cls, "DESCRIPTION", None))
-    optional = {f.name for f in dataclasses.fields(config_cls) if "None" in str(f.type)}
     for action in parser._actions:
         if action.dest == "preset":
             action.choices = presets
