@@ -227,13 +227,14 @@ def test_discriminator_steps_on_exactly_its_own_loss_gradient(tmp_path, monkeypa
     assert len(checked) == 2  # both steps were checked
 
 
-def test_exported_weights_are_the_ema_under_compile(tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_exported_weights_are_the_ema_under_compile(tmp_path, monkeypatch, backend):
     """``--compile --ema-decay``: the exported model holds the EMA weights (as saved in the last checkpoint), not
-    the raw ones. torch.compile runs with its cheap "eager" backend here: the wrappers are those of a real
-    compile."""
+    the raw ones. The fast variant runs torch.compile with its cheap "eager" backend (the wrappers are those of a
+    real compile); the slow one with the default inductor backend."""
     import functools
 
-    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=backend))
     train(tiny(tmp_path, compile=True, ema_decay=0.5, max_steps=3, checkpoint_every=3, gan_weight=0.0,
                eval_split=None, image_every=0))  # fmt: skip
     exported = load_file(tmp_path / "model-train" / "diffusion_pytorch_model.safetensors")
@@ -245,6 +246,23 @@ def test_exported_weights_are_the_ema_under_compile(tmp_path, monkeypatch):
     assert set(trained) <= set(ema)
     for k in ema:
         assert torch.equal(exported[k], ema[k]), k
+
+
+def test_resume_with_ema_equals_the_uninterrupted_run(tmp_path):
+    """EMAModel's state (numbers in trainer_state.json, weights in ema.safetensors) continues exactly."""
+    opts = dict(ema_decay=0.8, max_steps=4, checkpoint_every=2, gan_weight=0.0, eval_split=None, image_every=0)
+    train(tiny(tmp_path / "whole", **opts))
+    ckpt = tmp_path / "resumed" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-00000002", ckpt / "checkpoint-00000002")
+    state = json.loads((ckpt / "checkpoint-00000002" / "trainer_state.json").read_text())
+    assert state["ema"]["optimization_step"] == 2 and state["ema"]["decay"] == 0.8
+    assert train(tiny(tmp_path / "resumed", resume="latest", **opts))["steps_this_run"] == 2
+    _assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    for name in ("ema.safetensors", "model.safetensors"):
+        a = load_file(tmp_path / "whole" / "checkpoints" / "checkpoint-00000004" / name)
+        b = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-00000004" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # what `accelerate launch` puts in each process's environment (measured with accelerate 1.16 on this CPU machine)
