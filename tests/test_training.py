@@ -77,7 +77,7 @@ def test_resume_equals_uninterrupted_run(reference_run, tmp_path):
     _assert_same_weights(out, tmp_path)
 
 
-def test_truncated_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_path, capsys):
+def test_truncated_or_flipped_checkpoints_fall_back_to_the_previous_one(reference_run, tmp_path, capsys):
     out, _ = reference_run
 
     def damage(ckpt):
@@ -86,11 +86,17 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(reference_run, tmp_
         weights = bad / "model.safetensors"
         weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated on disk
         (ckpt / ".tmp-checkpoint-00000018").mkdir()  # a save that was killed half-way
+        flipped = ckpt / "checkpoint-00000017"
+        shutil.copytree(ckpt / "checkpoint-00000010", flipped)
+        data = bytearray((flipped / "model.safetensors").read_bytes())
+        data[-100] ^= 0x40  # one flipped bit in a tensor: the file still loads
+        (flipped / "model.safetensors").write_bytes(bytes(data))
 
     _resume_from_copy(out, tmp_path, damage)
     printed = capsys.readouterr().out
     assert "skipped unusable checkpoint" in printed and "checkpoint-00000015" in printed
-    _assert_same_weights(out, tmp_path)
+    assert "checkpoint-00000017: model.safetensors does not match its recorded sha256" in printed
+    _assert_same_weights(out, tmp_path)  # resumed from step 10, as the uninterrupted run
 
 
 def test_resume_with_no_usable_checkpoint_is_a_clear_error(tmp_path):
@@ -101,23 +107,6 @@ def test_resume_with_no_usable_checkpoint_is_a_clear_error(tmp_path):
         train(tiny(tmp_path, resume="latest"))
     with pytest.raises(RuntimeError, match="no such checkpoint folder"):
         train(tiny(tmp_path, resume=str(tmp_path / "nope")))
-
-
-def test_flipped_bytes_in_the_newest_checkpoint_are_detected_and_skipped(reference_run, tmp_path, capsys):
-    out, _ = reference_run
-
-    def damage(ckpt):
-        bad = ckpt / "checkpoint-00000015"
-        shutil.copytree(ckpt / "checkpoint-00000010", bad)
-        weights = bad / "model.safetensors"
-        data = bytearray(weights.read_bytes())
-        data[-100] ^= 0x40  # one flipped bit in a tensor: the file still loads
-        weights.write_bytes(bytes(data))
-
-    _resume_from_copy(out, tmp_path, damage)
-    printed = capsys.readouterr().out
-    assert "skipped unusable checkpoint" in printed and "checkpoint-00000015" in printed and "sha256" in printed
-    _assert_same_weights(out, tmp_path)  # resumed from step 10, as the uninterrupted run
 
 
 _PAYLOAD_MARKER = "pwned-by-checkpoint"
