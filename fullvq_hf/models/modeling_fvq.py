@@ -42,9 +42,19 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         entropy_loss_weight (`float`, defaults to 0.0): Entropy loss weight (off in FVQ).
         entropy_temperature (`float`, defaults to 0.01): Temperature of the entropy loss.
         use_l2_norm (`bool`, defaults to False): Cosine search with l2-normalised codes (LlamaGen's own VQ).
+        bridge_type (`str`, defaults to `"vit"`): `"vit"`, the paper's ViT VQBridge, or `"dit"`, the DiT bridge the
+            official training recipes build (fixed sin-cos `pos_embed`, adaLN-modulated blocks; `codebook_size` must
+            then be `(n * bridge_patch_size) ** 2`).
         bridge_patch_size, bridge_hidden_size, bridge_depth, bridge_num_heads, bridge_mlp_ratio: VQBridge shape
             (defaults: the official L/4, depth 2, 4 heads, MLP ratio 2). `codebook_size` must be divisible by
             `bridge_patch_size ** 2`.
+        bridge_num_classes (`int`, defaults to 0): DiT bridge only: 0 is the unconditional bridge (the recipes'
+            `--is_uncondition`); N > 0 a class-conditional bridge with one codebook per class (tokens use label 0,
+            as the official model given no label). A class-conditional bridge cannot be folded or exported.
+        bridge_class_dropout_prob (`float`, defaults to 0.1): DiT bridge only: label dropout of the conditional
+            bridge in training (a null row `bridge_num_classes` is added when > 0).
+        init_l2_norm (`bool`, defaults to False): l2-normalise the raw codebook once at initialisation (the official
+            bridge quantizer's `--codebook-l2-norm`; its search stays Euclidean, unlike `use_l2_norm`).
         max_search_elements (`int`, defaults to 2**24): Float32 budget of one block of the distance matrix.
         sample_size (`int`, defaults to 256): Nominal image size (used by pipelines for defaults).
         scaling_factor (`float`, defaults to 1.0): Latent scale read by diffusers pipelines (`LDMPipeline` divides
@@ -77,6 +87,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         bridge_depth: int = 2,
         bridge_num_heads: int = 4,
         bridge_mlp_ratio: float = 2.0,
+        bridge_type: str = "vit",
+        bridge_num_classes: int = 0,
+        bridge_class_dropout_prob: float = 0.1,
+        init_l2_norm: bool = False,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
         sample_size: int = 256,
         scaling_factor: float = 1.0,
@@ -99,6 +113,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
                 bridge_depth=bridge_depth,
                 bridge_num_heads=bridge_num_heads,
                 bridge_mlp_ratio=bridge_mlp_ratio,
+                bridge_type=bridge_type,
+                bridge_num_classes=bridge_num_classes,
+                bridge_class_dropout_prob=bridge_class_dropout_prob,
+                init_l2_norm=init_l2_norm,
             )
         quantizer = QUANTIZER_CLASSES[quantizer_type](codebook_size, codebook_dim, **kwargs)
         self._build(
@@ -109,8 +127,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
     def from_preset(cls, backbone: str = "VQ-16", bridge: str | None = "L/4", **overrides) -> FVQModel:
         """A fresh model from named presets: ``FVQModel.from_preset("VQ-16", "L/8", codebook_size=65536)``.
 
-        ``backbone`` is one of ``BACKBONES`` (VQ-16, VQ-8, cpu-small, tiny); ``bridge`` a VQBridge preset
-        ``"<S|B|L|XL>/<2|4|8>"``, or None with ``quantizer_type`` given in ``overrides``.
+        ``backbone`` is one of ``BACKBONES`` (VQ-16, VQ-8, cpu-small, tiny); ``bridge`` a ViT VQBridge preset
+        ``"<S|B|L|XL>/<2|4|8>"``, an official DiT-bridge name (``"QBridge-L/8"``, see ``QBRIDGE_MODELS``; the
+        unconditional bridge unless ``bridge_num_classes`` is overridden), or None with ``quantizer_type`` given in
+        ``overrides``.
         """
         if backbone not in BACKBONES:
             raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
@@ -125,8 +145,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
     def fold(self) -> FVQModel:
         """A ``quantizer_type="vq"`` copy whose plain codebook is this model's projected codebook.
 
-        Same tokens and reconstructions, no bridge (or SimVQ projection) weights: the inference form.
+        Same tokens and reconstructions, no bridge (or SimVQ projection) weights: the inference form. A
+        class-conditional DiT bridge is refused: it has one codebook per class label, not one to fold.
         """
+        self._check_foldable()
         config = dict(self.config)
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         config["quantizer_type"] = "vq"
@@ -137,6 +159,15 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         if folded.device != self.device or folded.dtype != self.dtype:
             folded = folded.to(device=self.device, dtype=self.dtype)
         return folded.train(self.training)
+
+    def _check_foldable(self) -> None:
+        if getattr(self.quantize, "is_conditional", False):
+            raise ValueError(
+                f"This FVQ model's DiT bridge is class-conditional (bridge_num_classes="
+                f"{self.config.bridge_num_classes}): it makes a different codebook for every class label, so no "
+                "single folded codebook gives its tokens for every label. It cannot be folded or exported to a "
+                "diffusers VQModel; keep the bridge model (FVQModel with quantizer_type='vqbridge')."
+            )
 
     def save_pretrained(self, save_directory, *args, fold_codebook: bool = False, **kwargs):
         """diffusers' ``save_pretrained``; with ``fold_codebook=True`` the folded inference model is saved."""
@@ -156,6 +187,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
                 "so it cannot be exported. Keep using FVQModel."
             )
         if self.config.quantizer_type != "vq":
+            self._check_foldable()
             return self.fold().to_diffusers_vqmodel()
         from ..convert.diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict
 
