@@ -312,3 +312,31 @@ def test_bad_files_get_one_clear_error(tmp_path, capsys):
     for name in ("llamagen-vq", "fvq"):
         _one_error_line(capsys, ["convert", name, str(good), str(existing)], "existing file")
     assert existing.read_text() == "x"
+
+
+# ---------------------------------------------------------------------------------------------------- from a VQ
+def test_fvq_from_a_trained_plain_vq_tokenizer():
+    """As --finetune-from-llmgen: encoder, decoder, convs and codebook kept, a fresh (zero-output) bridge."""
+    vq = FVQModel.from_preset(
+        "tiny", None, quantizer_type="vq", codebook_size=K, codebook_dim=D, use_l2_norm=True
+    )
+    with torch.no_grad():
+        vq.quantize.embedding.weight.normal_()
+    fvq = FVQModel.from_vq_tokenizer(vq, "QBridge-XS/2")
+    cfg = fvq.config
+    assert (cfg.quantizer_type, cfg.bridge_type, cfg.bridge_hidden_size, cfg.use_l2_norm) == (
+        "vqbridge",
+        "dit",
+        32,
+        False,
+    )
+    ours, theirs = fvq.state_dict(), vq.state_dict()
+    assert {k for k in ours if not k.startswith(f"{P}.")} == set(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert torch.count_nonzero(fvq.get_codebook()) == 0  # the official init: C' == 0 before training
+    vit = FVQModel.from_vq_tokenizer(vq, "S/2", bridge_depth=1)
+    assert (vit.config.bridge_type, vit.config.bridge_depth) == ("vit", 1)
+    with pytest.raises(ValueError, match="codebook_size"):
+        FVQModel.from_vq_tokenizer(vq, "QBridge-XS/2", codebook_size=1024)
+    with pytest.raises(ValueError, match="plain codebook"):
+        FVQModel.from_vq_tokenizer(fvq)

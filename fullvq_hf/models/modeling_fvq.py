@@ -140,6 +140,50 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         config.update(overrides)
         return cls(**config)
 
+    @classmethod
+    def from_vq_tokenizer(cls, tokenizer: FVQModel, bridge: str = "QBridge-L/4", **overrides) -> FVQModel:
+        """An FVQ model that starts from a trained plain-VQ tokenizer (e.g. a converted LlamaGen VQ-16) with a
+        fresh bridge, as the official ``vq_train_qbridge_lr.py --finetune-from-llmgen``.
+
+        Kept: encoder, decoder, ``quant_conv``, ``post_quant_conv`` and the codebook, which becomes the raw
+        codebook ``quantize.embedding`` under the bridge. New, with the official initialisation: the bridge
+        ``quantize.qbridge`` (its output, the projected codebook, is exactly 0 until it is trained). The search is
+        Euclidean on the projected codebook, as the official bridge quantizer, so ``use_l2_norm`` is False.
+
+        Args:
+            tokenizer: An ``FVQModel`` with ``quantizer_type="vq"``.
+            bridge: A bridge preset as in ``from_preset``: official DiT names (``"QBridge-L/4"``, the recipes'
+                unconditional bridge) or ViT ``"<S|B|L|XL>/<patch>"``.
+            **overrides: Other config values of the new model (bridge options, losses, ``bridge_num_classes``);
+                the kept parts' shapes cannot be changed.
+        """
+        if not isinstance(tokenizer, FVQModel) or tokenizer.config.quantizer_type != "vq":
+            kind = getattr(getattr(tokenizer, "config", None), "quantizer_type", type(tokenizer).__name__)
+            raise ValueError(
+                f"from_vq_tokenizer needs an FVQModel with a plain codebook (quantizer_type='vq'), got {kind!r}: "
+                "a bridge model already has its bridge, and SimVQ / frozen codebooks are not a raw codebook."
+            )
+        kept = {
+            "in_channels", "out_channels", "block_out_channels", "layers_per_block", "latent_channels",
+            "norm_num_groups", "codebook_size", "codebook_dim", "quantizer_type",
+        }  # fmt: skip
+        fixed = sorted(kept & set(overrides))
+        if fixed:
+            raise ValueError(
+                f"from_vq_tokenizer keeps the tokenizer's encoder, decoder and codebook, so {fixed} cannot be "
+                "changed; build a fresh model with FVQModel.from_preset instead."
+            )
+        config = {k: v for k, v in tokenizer.config.items() if not k.startswith("_")}
+        config.update(parse_bridge_preset(bridge) if bridge is not None else {})
+        config.update(quantizer_type="vqbridge", use_l2_norm=False)
+        config.update(overrides)
+        model = cls(**config)
+        state = model.state_dict()
+        kept_state = {k: v for k, v in tokenizer.state_dict().items() if k in state}
+        state.update(kept_state)  # everything but quantize.qbridge.*
+        model.load_state_dict(state, strict=True)
+        return model.to(device=tokenizer.device, dtype=tokenizer.dtype).train(tokenizer.training)
+
     # ------------------------------------------------------------------ folding and export
     @torch.no_grad()
     def fold(self) -> FVQModel:
