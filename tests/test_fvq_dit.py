@@ -268,9 +268,9 @@ def test_bridge_codebook_l2_norm_is_init_only(tmp_path):
     path = tmp_path / "l2.pt"
     torch.save(training_checkpoint(source, QB_type="QBridge-XS/2", codebook_l2_norm=True), path)
     model = convert_fvq(path)
-    assert (model.config.use_l2_norm, model.config.init_l2_norm) == (False, True)
     x = image(model.downsample_factor)
     assert torch.equal(model.tokenize(x).flatten(), euclidean_ids(model, x, official_vit_codebook(source)))
+    assert (model.config.use_l2_norm, model.config.init_l2_norm) == (False, True)
 
 
 def test_folded_file_without_args_is_not_guessed_l2(tmp_path):
@@ -291,20 +291,22 @@ def _one_error_line(capsys, argv, *needles):
         assert needle in err, err
 
 
-def test_bad_files_get_one_clear_error(tmp_path, capsys):
+def test_text_file_named_pt_gets_one_error_line(tmp_path, capsys):
     text = tmp_path / "notes.pt"
     text.write_text("hello world\n")
     _one_error_line(
         capsys, ["convert", "fvq", str(text), str(tmp_path / "o")], "not a PyTorch checkpoint", "text"
     )
+
+
+def test_safetensors_file_named_pt_gets_one_error_line(tmp_path, capsys):
     st = tmp_path / "weights.pt"
     save_file(random_state_dict(llamagen_layout()), str(st))
-    _one_error_line(
-        capsys,
-        ["convert", "llamagen-vq", str(st), str(tmp_path / "o")],
-        "safetensors file",
-        "weights.safetensors",
-    )
+    argv = ["convert", "llamagen-vq", str(st), str(tmp_path / "o")]
+    _one_error_line(capsys, argv, "safetensors file", "weights.safetensors")
+
+
+def test_output_that_is_an_existing_file_gets_one_error_line(tmp_path, capsys):
     good = tmp_path / "vq.pt"
     torch.save(training_checkpoint(random_state_dict(llamagen_layout()), codebook_l2_norm=True), good)
     existing = tmp_path / "taken"
