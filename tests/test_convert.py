@@ -274,13 +274,13 @@ def test_llamagen_vq_ddp_prefix_ema_and_safetensors(tmp_path):
     source, ema = random_state_dict(layout, 0), random_state_dict(layout, 1)
     path = tmp_path / "ddp.pt"
     torch.save({"model": {f"module.{k}": v for k, v in source.items()}, "ema": ema}, path)
-    assert_every_tensor_landed(convert_llamagen_vq(path), layout, source)
-    model = convert_llamagen_vq(path, ema=True)
+    assert_every_tensor_landed(convert_llamagen_vq(path, use_l2_norm=True), layout, source)
+    model = convert_llamagen_vq(path, ema=True, use_l2_norm=True)
     assert_every_tensor_landed(model, layout, ema)
     assert model.downsample_factor == 4 and model.config.layers_per_block == 2
     st = tmp_path / "model.safetensors"
     save_file({f"_orig_mod.{k}": v for k, v in source.items()}, str(st))
-    assert_every_tensor_landed(convert_llamagen_vq(st), layout, source)
+    assert_every_tensor_landed(convert_llamagen_vq(st, use_l2_norm=True), layout, source)
 
 
 def test_llamagen_vq_saves_pretrained_and_cli(tmp_path):
@@ -289,7 +289,7 @@ def test_llamagen_vq_saves_pretrained_and_cli(tmp_path):
     path = tmp_path / "vq.pt"
     torch.save({"model": source}, path)
     out = tmp_path / "out"
-    assert cli_main(["convert", "llamagen-vq", str(path), str(out), "--sample-size", "64"]) == 0
+    assert cli_main(["convert", "llamagen-vq", str(path), str(out), "--sample-size", "64", "--use-l2-norm", "true"]) == 0
     assert (out / "config.json").is_file() and (out / "diffusion_pytorch_model.safetensors").is_file()
     loaded = FVQModel.from_pretrained(out)
     assert loaded.config.sample_size == 64 and loaded.config.use_l2_norm
@@ -303,7 +303,8 @@ def test_cli_errors(tmp_path, capsys):
     assert cli_main(["convert", "nope", "a", "b"]) == 2
     path = tmp_path / "vq.pt"
     torch.save({"model": random_state_dict(llamagen_layout())}, path)
-    assert cli_main(["convert", "llamagen-vq", str(path), str(tmp_path / "o"), "--bogus-option", "1"]) == 1
+    argv = ["convert", "llamagen-vq", str(path), str(tmp_path / "o"), "--use-l2-norm", "true", "--bogus-option", "1"]
+    assert cli_main(argv) == 1
     assert "bogus_option" in capsys.readouterr().err
     assert cli_main(["convert", "vqgan-lc-codebook", str(path), str(tmp_path / "o"), "--use-l2-norm"]) == 1
     assert cli_main(["convert", "fvq", str(tmp_path / "missing.pt"), str(tmp_path / "o")]) == 1
@@ -317,7 +318,7 @@ def llamagen_file(tmp_path):
         state = random_state_dict(llamagen_layout())
         edit(state)
         path = tmp_path / "edited.pt"
-        torch.save({"model": state}, path)
+        torch.save(training_checkpoint(state, codebook_l2_norm=True), path)
         return path
 
     return write
@@ -372,11 +373,11 @@ def test_wrong_entry_and_unknown_option(tmp_path):
     torch.save({"weights": random_state_dict(llamagen_layout()), "steps": 1}, path)
     with pytest.raises(ValueError, match="state_dict_key"):
         convert_llamagen_vq(path)
-    assert convert_llamagen_vq(path, state_dict_key="weights").config.codebook_size == K
+    assert convert_llamagen_vq(path, state_dict_key="weights", use_l2_norm=True).config.codebook_size == K
     with pytest.raises(ValueError, match="no 'ema' entry"):
         convert_llamagen_vq(path, ema=True)
     with pytest.raises(ValueError, match="Unknown option"):
-        convert_llamagen_vq(path, state_dict_key="weights", codebook_sise=3)
+        convert_llamagen_vq(path, state_dict_key="weights", use_l2_norm=True, codebook_sise=3)
 
 
 # ---------------------------------------------------------------------------------------------------- FVQ
@@ -437,7 +438,9 @@ def test_fvq_folded_checkpoint(tmp_path):
     source = random_state_dict(layout)
     path = tmp_path / "fvq2vqgan_16384_40ep.pt"
     torch.save({"model": source}, path)  # as convert_fullvq2vq.py writes it
-    model = convert_fvq(path)
+    with pytest.raises(ValueError, match="use-l2-norm"):  # no stored args: the weights cannot tell
+        convert_fvq(path)
+    model = convert_fvq(path, use_l2_norm=False)
     cfg = model.config
     assert (cfg.quantizer_type, cfg.use_l2_norm, cfg.codebook_size) == ("vq", False, 256)
     assert_every_tensor_landed(model, layout, source)
@@ -448,17 +451,6 @@ def test_fvq_folded_checkpoint(tmp_path):
     )
 
 
-def test_fvq_dit_bridge_is_refused(tmp_path):
-    source = random_state_dict(llamagen_layout() + bridge_layout())
-    source["quantize.qbridge.pos_embed"] = torch.zeros(1, 16, 32)
-    source["quantize.qbridge.blocks.0.adaLN_modulation.1.weight"] = torch.zeros(192, 32)
-    path = tmp_path / "dit.pt"
-    torch.save({"model": source}, path)
-    with pytest.raises(ValueError, match="DiT-style"):
-        convert_fvq(path)
-
-
-# ---------------------------------------------------------------------------------------------------- VQGAN-LC
 def test_vqgan_lc_every_tensor_and_search(tmp_path):
     layout = taming_layout()
     source = random_state_dict(layout)
@@ -532,7 +524,7 @@ def test_model_card(tmp_path, monkeypatch, caplog):
     # without the card machinery: the weights, no card, a log line
     monkeypatch.setitem(sys.modules, "fullvq_hf.hub", None)
     with caplog.at_level(logging.INFO, logger="fullvq_hf.convert"):
-        convert_llamagen_vq(path, tmp_path / "a")
+        convert_llamagen_vq(path, tmp_path / "a", use_l2_norm=True)
     assert (tmp_path / "a" / "config.json").is_file() and not (tmp_path / "a" / "README.md").exists()
     assert "No model card" in caplog.text
     calls = []
@@ -544,7 +536,7 @@ def test_model_card(tmp_path, monkeypatch, caplog):
 
     hub.render_model_card = render_model_card
     monkeypatch.setitem(sys.modules, "fullvq_hf.hub", hub)
-    model = convert_fvq(path, tmp_path / "b")
+    model = convert_fvq(path, tmp_path / "b", use_l2_norm=False)
     assert (tmp_path / "b" / "README.md").read_text() == "# card\n"
     assert calls == [(None, model, "yfChang/FVQ", None)]  # FVQ's repo states no licence: the card claims none
 
@@ -554,6 +546,6 @@ def test_model_card_rendered_by_hub(tmp_path):
     pytest.importorskip("jinja2")
     path = tmp_path / "vq.pt"
     torch.save({"model": random_state_dict(llamagen_layout())}, path)
-    convert_llamagen_vq(path, tmp_path / "out")
+    convert_llamagen_vq(path, tmp_path / "out", use_l2_norm=True)
     text = (tmp_path / "out" / "README.md").read_text()
     assert "FoundationVision/LlamaGen" in text and "FVQModel" in text and "license: mit" in text

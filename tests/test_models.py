@@ -58,7 +58,10 @@ def test_fvq_save_load_round_trip_is_exact(tmp_path, pixels, quantizer_type):
     assert states_equal(m, loaded)
     assert json.loads((tmp_path / "config.json").read_text())["quantizer_type"] == quantizer_type
     m.eval(), loaded.eval()
-    assert torch.equal(m(pixels).sample, loaded(pixels).sample)
+    a, b = m(pixels), loaded(pixels)
+    assert torch.equal(a.indices, b.indices)
+    # equal weights, but a loaded (mmap'd) tensor may take another kernel path: floats within a tolerance
+    torch.testing.assert_close(a.sample, b.sample, rtol=1e-5, atol=1e-5)
 
 
 def test_folded_model_matches_the_training_model(tmp_path, pixels):

@@ -48,6 +48,23 @@ def load_checkpoint(path: str | os.PathLike) -> object:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    kind = sniff_checkpoint_format(path)
+    if path.endswith(".safetensors") and kind != "safetensors":
+        what = "a PyTorch checkpoint" if kind == "torch" else "not a safetensors file"
+        raise ValueError(
+            f"{path!r} is named .safetensors but is {what}"
+            + (": rename it to .pt and convert that." if kind == "torch" else f" ({kind}).")
+        )
+    if kind == "safetensors" and not path.endswith(".safetensors"):
+        raise ValueError(
+            f"{path!r} is a safetensors file, not a PyTorch (pickle) checkpoint: rename it to "
+            f"{os.path.splitext(os.path.basename(path))[0]}.safetensors and convert that."
+        )
+    if kind not in ("safetensors", "torch"):
+        raise ValueError(
+            f"{path!r} is not a PyTorch checkpoint ({kind}). Give the .pt/.pth file torch.save wrote, or a "
+            ".safetensors file."
+        )
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -71,10 +88,42 @@ def load_checkpoint(path: str | os.PathLike) -> object:
             "trust the file, re-save just its state dict, e.g. torch.save({'model': ckpt['model']}, 'clean.pt') "
             "in a separate, trusted session, or export it to safetensors, and convert that."
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
+    except Exception as err:  # a damaged archive or pickle surfaces as KeyError, EOFError, RuntimeError, ...
         raise ValueError(
             f"Could not read {path!r} as a PyTorch checkpoint ({type(err).__name__}: {err})."
         ) from err
+
+
+def sniff_checkpoint_format(path: str) -> str:
+    """What the first bytes of ``path`` say it is: ``"torch"`` (torch.save's zip archive, or a legacy pickle),
+    ``"safetensors"`` (an 8-byte little-endian header length, then a JSON header), or a description of
+    something else (``"an empty file"``, ``"a text file starting with 'hello'"``, ``"unrecognised bytes ..."``)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # zip (torch >= 1.6) or pickle protocol >= 2
+        return "torch"
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if head[8:9] == b"{" and 8 + header_len <= size:
+            return "safetensors"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"unrecognised bytes {head[:8].hex(' ')}"
+    return f"a text file starting with {text.strip()[:24]!r}"
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """A converter's OUTPUT must be a directory or not exist yet; ValueError when it is an existing file."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"The output {path!r} is an existing file; the converted model is a folder (config.json + "
+            "safetensors). Give a new or existing folder path."
+        )
 
 
 def _unpickling_detail(message: str) -> str:
@@ -110,6 +159,7 @@ def select_state_dict(checkpoint: object, state_dict_key: str | None = None, ema
             )
         state_dict_key = "ema"
     if _is_flat_state_dict(checkpoint) and state_dict_key is None:
+        logger.info("Converting the checkpoint's weights (a flat state dict: no 'model' / 'ema' entries).")
         return dict(checkpoint)
     nested = [k for k, v in checkpoint.items() if isinstance(v, Mapping)]
     if state_dict_key is None:
@@ -134,6 +184,11 @@ def select_state_dict(checkpoint: object, state_dict_key: str | None = None, ema
     state_dict = checkpoint[state_dict_key]
     if not _is_flat_state_dict(state_dict):
         raise ValueError(f"checkpoint[{state_dict_key!r}] is not a dict of tensors.")
+    logger.info(
+        "Converting the %s weights (checkpoint[%r]).",
+        "EMA" if state_dict_key == "ema" else "model",
+        state_dict_key,
+    )
     return dict(state_dict)
 
 
@@ -283,6 +338,7 @@ def save_converted(
     ``source`` and ``checkpoint`` for the log.
     """
     output_dir = os.fspath(output_dir)
+    check_output_dir(output_dir)
     model.save_pretrained(output_dir, **save_kwargs)
     write_model_card(model, output_dir, card_info or {})
 

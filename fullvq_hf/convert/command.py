@@ -87,8 +87,10 @@ def main(argv: list[str], prog: str = "fullvq convert") -> int:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(message)s")
         function(source, output, **options)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: FileNotFoundError, an unwritable OUTPUT, ...
         print(f"{prog} {name}: error: {err}", file=sys.stderr)
         return 1
-    print(f"Converted {source} -> {output}")
+    weights = f" ({options['state_dict_key']!r} weights)" if options.get("state_dict_key") else ""
+    weights = " (EMA weights)" if options.get("ema") else weights
+    print(f"Converted {source}{weights} -> {output}")
     return 0

@@ -26,7 +26,14 @@ import re
 
 from ..models.configuration_llamagen import LLAMAGEN_PRESETS, LlamaGenConfig
 from ..models.modeling_llamagen import LlamaGenForConditionalGeneration
-from ._common import count_indexed, load_mapped_state_dict, load_source_state_dict, require, save_converted
+from ._common import (
+    check_output_dir,
+    count_indexed,
+    load_mapped_state_dict,
+    load_source_state_dict,
+    require,
+    save_converted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +73,8 @@ def convert_llamagen_gpt(
         **config_overrides: ``LlamaGenConfig`` fields, e.g. ``grid_size=24`` or ``num_attention_heads=16`` for a
             depth/width pair outside LlamaGen's presets.
     """
+    if output_dir is not None:
+        check_output_dir(output_dir)
     state_dict, args = load_source_state_dict(checkpoint_path, state_dict_key, ema)
     embed = require(state_dict, "tok_embeddings.weight", "vocab_size and hidden_size", LAYOUT)
     classes = require(state_dict, "cls_embedding.embedding_table.weight", "num_classes", LAYOUT)

@@ -8,8 +8,9 @@ checkpoints also with "optimizer", "discriminator", "ema", "args"): ``encoder.co
 ``quantize.codebook_used`` (dropped). Our module names are LlamaGen's, so the key map is the identity.
 
 Inferred from the tensors: channels per level, res blocks per level, latent channels, codebook size and dimension,
-in/out channels. LlamaGen's own tokenizers search with l2-normalised codes (``use_l2_norm=True``, the default here;
-a checkpoint whose stored args say ``codebook_l2_norm`` decides otherwise).
+in/out channels. Whether codes are searched l2-normalised is the stored ``codebook_l2_norm`` arg; a checkpoint
+without args (a released file, or a folded FVQ one) needs ``use_l2_norm`` given: LlamaGen's own tokenizers use
+True, FVQ's recipes False, and the weights cannot tell them apart.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 from ..models.modeling_fvq import FVQModel
 from ._common import (
     apply_overrides,
+    check_output_dir,
     count_indexed,
     indexed_children,
     load_mapped_state_dict,
@@ -98,6 +100,8 @@ def convert_llamagen_vq(
     Returns:
         The converted ``FVQModel`` in eval mode.
     """
+    if output_dir is not None:
+        check_output_dir(output_dir)
     state_dict, args = load_source_state_dict(checkpoint_path, state_dict_key, ema)
     if any(k.startswith("quantize.qbridge.") for k in state_dict):
         raise ValueError(
@@ -108,6 +112,13 @@ def convert_llamagen_vq(
     config["codebook_size"] = int(
         require(state_dict, "quantize.embedding.weight", "codebook_size", LAYOUT).shape[0]
     )
+    if "codebook_l2_norm" not in args and "use_l2_norm" not in config_overrides:
+        raise ValueError(
+            "This checkpoint stores no training args, so whether its codes are searched l2-normalised cannot be "
+            "read from it: pass use_l2_norm (--use-l2-norm true for LlamaGen's tokenizers, e.g. vq_ds16_c2i.pt, "
+            "trained with codebook_l2_norm; --use-l2-norm false for a folded FVQ checkpoint of "
+            "convert_fullvq2vq.py, or convert that with `fullvq convert fvq`)."
+        )
     config.update(
         quantizer_type="vq",
         use_l2_norm=bool(args.get("codebook_l2_norm", True)),

@@ -44,6 +44,7 @@ from ..models.lc_codebook import save_codebook
 from ..models.modeling_vqgan_lc import VQGANLCModel
 from ._common import (
     apply_overrides,
+    check_output_dir,
     count_indexed,
     indexed_children,
     load_checkpoint,
@@ -172,6 +173,8 @@ def convert_vqgan_lc(
     Returns:
         The converted ``VQGANLCModel`` in eval mode.
     """
+    if output_dir is not None:
+        check_output_dir(output_dir)
     state_dict, args = load_source_state_dict(checkpoint_path, state_dict_key, ema)
     if codebook is not None:
         if "tok_embeddings.weight" in state_dict:

@@ -42,9 +42,19 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         entropy_loss_weight (`float`, defaults to 0.0): Entropy loss weight (off in FVQ).
         entropy_temperature (`float`, defaults to 0.01): Temperature of the entropy loss.
         use_l2_norm (`bool`, defaults to False): Cosine search with l2-normalised codes (LlamaGen's own VQ).
+        bridge_type (`str`, defaults to `"vit"`): `"vit"`, the paper's ViT VQBridge, or `"dit"`, the DiT bridge the
+            official training recipes build (fixed sin-cos `pos_embed`, adaLN-modulated blocks; `codebook_size` must
+            then be `(n * bridge_patch_size) ** 2`).
         bridge_patch_size, bridge_hidden_size, bridge_depth, bridge_num_heads, bridge_mlp_ratio: VQBridge shape
             (defaults: the official L/4, depth 2, 4 heads, MLP ratio 2). `codebook_size` must be divisible by
             `bridge_patch_size ** 2`.
+        bridge_num_classes (`int`, defaults to 0): DiT bridge only: 0 is the unconditional bridge (the recipes'
+            `--is_uncondition`); N > 0 a class-conditional bridge with one codebook per class (tokens use label 0,
+            as the official model given no label). A class-conditional bridge cannot be folded or exported.
+        bridge_class_dropout_prob (`float`, defaults to 0.1): DiT bridge only: label dropout of the conditional
+            bridge in training (a null row `bridge_num_classes` is added when > 0).
+        init_l2_norm (`bool`, defaults to False): l2-normalise the raw codebook once at initialisation (the official
+            bridge quantizer's `--codebook-l2-norm`; its search stays Euclidean, unlike `use_l2_norm`).
         max_search_elements (`int`, defaults to 2**24): Float32 budget of one block of the distance matrix.
         sample_size (`int`, defaults to 256): Nominal image size (used by pipelines for defaults).
         scaling_factor (`float`, defaults to 1.0): Latent scale read by diffusers pipelines (`LDMPipeline` divides
@@ -77,6 +87,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         bridge_depth: int = 2,
         bridge_num_heads: int = 4,
         bridge_mlp_ratio: float = 2.0,
+        bridge_type: str = "vit",
+        bridge_num_classes: int = 0,
+        bridge_class_dropout_prob: float = 0.1,
+        init_l2_norm: bool = False,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
         sample_size: int = 256,
         scaling_factor: float = 1.0,
@@ -99,6 +113,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
                 bridge_depth=bridge_depth,
                 bridge_num_heads=bridge_num_heads,
                 bridge_mlp_ratio=bridge_mlp_ratio,
+                bridge_type=bridge_type,
+                bridge_num_classes=bridge_num_classes,
+                bridge_class_dropout_prob=bridge_class_dropout_prob,
+                init_l2_norm=init_l2_norm,
             )
         quantizer = QUANTIZER_CLASSES[quantizer_type](codebook_size, codebook_dim, **kwargs)
         self._build(
@@ -109,8 +127,10 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
     def from_preset(cls, backbone: str = "VQ-16", bridge: str | None = "L/4", **overrides) -> FVQModel:
         """A fresh model from named presets: ``FVQModel.from_preset("VQ-16", "L/8", codebook_size=65536)``.
 
-        ``backbone`` is one of ``BACKBONES`` (VQ-16, VQ-8, cpu-small, tiny); ``bridge`` a VQBridge preset
-        ``"<S|B|L|XL>/<2|4|8>"``, or None with ``quantizer_type`` given in ``overrides``.
+        ``backbone`` is one of ``BACKBONES`` (VQ-16, VQ-8, cpu-small, tiny); ``bridge`` a ViT VQBridge preset
+        ``"<S|B|L|XL>/<2|4|8>"``, an official DiT-bridge name (``"QBridge-L/8"``, see ``QBRIDGE_MODELS``; the
+        unconditional bridge unless ``bridge_num_classes`` is overridden), or None with ``quantizer_type`` given in
+        ``overrides``.
         """
         if backbone not in BACKBONES:
             raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
@@ -120,13 +140,59 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         config.update(overrides)
         return cls(**config)
 
+    @classmethod
+    def from_vq_tokenizer(cls, tokenizer: FVQModel, bridge: str = "QBridge-L/4", **overrides) -> FVQModel:
+        """An FVQ model that starts from a trained plain-VQ tokenizer (e.g. a converted LlamaGen VQ-16) with a
+        fresh bridge, as the official ``vq_train_qbridge_lr.py --finetune-from-llmgen``.
+
+        Kept: encoder, decoder, ``quant_conv``, ``post_quant_conv`` and the codebook, which becomes the raw
+        codebook ``quantize.embedding`` under the bridge. New, with the official initialisation: the bridge
+        ``quantize.qbridge`` (its output, the projected codebook, is exactly 0 until it is trained). The search is
+        Euclidean on the projected codebook, as the official bridge quantizer, so ``use_l2_norm`` is False.
+
+        Args:
+            tokenizer: An ``FVQModel`` with ``quantizer_type="vq"``.
+            bridge: A bridge preset as in ``from_preset``: official DiT names (``"QBridge-L/4"``, the recipes'
+                unconditional bridge) or ViT ``"<S|B|L|XL>/<patch>"``.
+            **overrides: Other config values of the new model (bridge options, losses, ``bridge_num_classes``);
+                the kept parts' shapes cannot be changed.
+        """
+        if not isinstance(tokenizer, FVQModel) or tokenizer.config.quantizer_type != "vq":
+            kind = getattr(getattr(tokenizer, "config", None), "quantizer_type", type(tokenizer).__name__)
+            raise ValueError(
+                f"from_vq_tokenizer needs an FVQModel with a plain codebook (quantizer_type='vq'), got {kind!r}: "
+                "a bridge model already has its bridge, and SimVQ / frozen codebooks are not a raw codebook."
+            )
+        kept = {
+            "in_channels", "out_channels", "block_out_channels", "layers_per_block", "latent_channels",
+            "norm_num_groups", "codebook_size", "codebook_dim", "quantizer_type",
+        }  # fmt: skip
+        fixed = sorted(kept & set(overrides))
+        if fixed:
+            raise ValueError(
+                f"from_vq_tokenizer keeps the tokenizer's encoder, decoder and codebook, so {fixed} cannot be "
+                "changed; build a fresh model with FVQModel.from_preset instead."
+            )
+        config = {k: v for k, v in tokenizer.config.items() if not k.startswith("_")}
+        config.update(parse_bridge_preset(bridge) if bridge is not None else {})
+        config.update(quantizer_type="vqbridge", use_l2_norm=False)
+        config.update(overrides)
+        model = cls(**config)
+        state = model.state_dict()
+        kept_state = {k: v for k, v in tokenizer.state_dict().items() if k in state}
+        state.update(kept_state)  # everything but quantize.qbridge.*
+        model.load_state_dict(state, strict=True)
+        return model.to(device=tokenizer.device, dtype=tokenizer.dtype).train(tokenizer.training)
+
     # ------------------------------------------------------------------ folding and export
     @torch.no_grad()
     def fold(self) -> FVQModel:
         """A ``quantizer_type="vq"`` copy whose plain codebook is this model's projected codebook.
 
-        Same tokens and reconstructions, no bridge (or SimVQ projection) weights: the inference form.
+        Same tokens and reconstructions, no bridge (or SimVQ projection) weights: the inference form. A
+        class-conditional DiT bridge is refused: it has one codebook per class label, not one to fold.
         """
+        self._check_foldable()
         config = dict(self.config)
         config = {k: v for k, v in config.items() if not k.startswith("_")}
         config["quantizer_type"] = "vq"
@@ -137,6 +203,15 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         if folded.device != self.device or folded.dtype != self.dtype:
             folded = folded.to(device=self.device, dtype=self.dtype)
         return folded.train(self.training)
+
+    def _check_foldable(self) -> None:
+        if getattr(self.quantize, "is_conditional", False):
+            raise ValueError(
+                f"This FVQ model's DiT bridge is class-conditional (bridge_num_classes="
+                f"{self.config.bridge_num_classes}): it makes a different codebook for every class label, so no "
+                "single folded codebook gives its tokens for every label. It cannot be folded or exported to a "
+                "diffusers VQModel; keep the bridge model (FVQModel with quantizer_type='vqbridge')."
+            )
 
     def save_pretrained(self, save_directory, *args, fold_codebook: bool = False, **kwargs):
         """diffusers' ``save_pretrained``; with ``fold_codebook=True`` the folded inference model is saved."""
@@ -156,6 +231,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
                 "so it cannot be exported. Keep using FVQModel."
             )
         if self.config.quantizer_type != "vq":
+            self._check_foldable()
             return self.fold().to_diffusers_vqmodel()
         from ..convert.diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict
 

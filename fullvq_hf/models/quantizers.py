@@ -23,7 +23,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .vqbridge import VQBridge
+from .vqbridge import BRIDGE_CLASSES
 
 DEFAULT_MAX_SEARCH_ELEMENTS = 1 << 24  # 64 MiB of float32 distances per block
 
@@ -229,20 +229,40 @@ class VectorQuantizer(nn.Module):
 
 
 class VQBridgeQuantizer(VectorQuantizer):
-    """FVQ: the raw codebook ``embedding`` is passed through a ``VQBridge`` every step; search runs against
-    ``C' = qbridge(embedding)``, so every code receives gradient through the shared bridge."""
+    """FVQ: the raw codebook ``embedding`` is passed through a bridge ``qbridge`` every step; search runs against
+    ``C' = qbridge(embedding)``, so every code receives gradient through the shared bridge.
+
+    ``bridge_type`` is ``"vit"`` (``VQBridge``, the paper's) or ``"dit"`` (``DiTVQBridge``, the official recipes';
+    ``bridge_num_classes`` > 0 makes it class-conditional, and search / lookup then use the codebook of label 0,
+    as the official model does when given no label; in training, label dropout draws the null-class codebook for
+    the whole batch with probability ``bridge_class_dropout_prob``, where the official draws it per image).
+    ``init_l2_norm`` l2-normalises the raw codebook once at initialisation, as the official bridge quantizer does
+    with ``--codebook-l2-norm``; it never normalises in the forward (``use_l2_norm`` is the cosine search).
+    """
 
     def __init__(
         self,
         codebook_size: int,
         codebook_dim: int,
+        bridge_type: str = "vit",
         bridge_patch_size: int = 4,
         bridge_hidden_size: int = 256,
         bridge_depth: int = 2,
         bridge_num_heads: int = 4,
         bridge_mlp_ratio: float = 2.0,
+        bridge_num_classes: int = 0,
+        bridge_class_dropout_prob: float = 0.1,
+        init_l2_norm: bool = False,
         **kwargs,
     ):
+        if bridge_type not in BRIDGE_CLASSES:
+            raise ValueError(f"bridge_type={bridge_type!r} is not one of {sorted(BRIDGE_CLASSES)}.")
+        if bridge_type == "vit" and bridge_num_classes:
+            raise ValueError(
+                f"bridge_num_classes={bridge_num_classes}: only the DiT bridge (bridge_type='dit') can be "
+                "class-conditional; use bridge_num_classes=0 with the ViT bridge."
+            )
+        self.bridge_type, self.init_l2_norm = bridge_type, init_l2_norm
         self._bridge_args = dict(
             patch_size=bridge_patch_size,
             hidden_size=bridge_hidden_size,
@@ -250,11 +270,21 @@ class VQBridgeQuantizer(VectorQuantizer):
             num_heads=bridge_num_heads,
             mlp_ratio=bridge_mlp_ratio,
         )
+        if bridge_type == "dit":
+            self._bridge_args.update(num_classes=bridge_num_classes, class_dropout_prob=bridge_class_dropout_prob)
         super().__init__(codebook_size, codebook_dim, **kwargs)
 
     def _init_codebook(self) -> None:
         super()._init_codebook()
-        self.qbridge = VQBridge(self.codebook_size, self.codebook_dim, **self._bridge_args)
+        if self.init_l2_norm:
+            with torch.no_grad():
+                self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
+        self.qbridge = BRIDGE_CLASSES[self.bridge_type](self.codebook_size, self.codebook_dim, **self._bridge_args)
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the bridge gives one codebook per class label (a class-conditional DiT bridge)."""
+        return bool(getattr(self.qbridge, "is_conditional", False))
 
     def project_codebook(self) -> torch.Tensor:
         return self.qbridge(self.embedding.weight)
