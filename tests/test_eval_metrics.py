@@ -29,6 +29,11 @@ from fullvq_hf.evaluation.lpips import LPIPS, lpips_canonical_keys
 from fullvq_hf.metrics import FeatureStatistics, frechet_distance
 
 
+def same_tensors(a: dict, b: dict) -> bool:
+    """Every tensor of ``a`` is in ``b``, bit for bit."""
+    return all(k in b and torch.equal(v, b[k]) for k, v in a.items())
+
+
 @pytest.fixture(scope="module")
 def inception():
     torch.manual_seed(0)
@@ -183,12 +188,12 @@ def test_inception_weights_roundtrip_in_the_pytorch_fid_layout(inception, tmp_pa
     torch.save({**sd, "AuxLogits.fc.weight": torch.zeros(1000, 768)}, path)
     loaded = FIDInceptionV3.from_pretrained(tmp_path, protocol="pytorch-fid")  # the folder holding the file
     assert loaded.protocol == "pytorch-fid" and not loaded.training
-    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in sd.items())
+    assert same_tensors(sd, loaded.state_dict())
     assert all(int(v) == 0 for k, v in loaded.state_dict().items() if k.endswith("num_batches_tracked"))
     out = inception.save_pretrained(tmp_path / "converted")
     assert out.name == "fid_inception_v3.safetensors"
     again = FIDInceptionV3.from_pretrained(out)
-    assert all(torch.equal(v, again.state_dict()[k]) for k, v in sd.items())
+    assert same_tensors(sd, again.state_dict())
 
 
 def test_inception_weights_errors(inception, tmp_path):
@@ -391,7 +396,7 @@ def test_lpips_key_mapping_roundtrip(net):
     for layout in ({**backbone, **lins}, {**model.state_dict(), **scaling}):
         fresh = LPIPS(net)
         fresh.load_weights(layout)
-        assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items())
+        assert same_tensors(model.state_dict(), fresh.state_dict())
     # the mapping itself: torchvision index -> the LPIPS stage holding it, lin variants -> lin{k}.model.1.weight
     mapped = lpips_canonical_keys(
         {"features.10.bias": torch.zeros(256), "module.lins.2.model.0.weight": torch.zeros(1)}, net
@@ -407,7 +412,7 @@ def test_lpips_weight_files_roundtrip(tmp_path):
     torch.save(backbone, tmp_path / "alexnet-owt-7be5be79.pth")
     torch.save(lins, tmp_path / "alex.pth")
     from_files = LPIPS.from_pretrained([tmp_path / "alexnet-owt-7be5be79.pth", tmp_path / "alex.pth"], net="alex")
-    assert all(torch.equal(v, from_files.state_dict()[k]) for k, v in model.state_dict().items())
+    assert same_tensors(model.state_dict(), from_files.state_dict())
     saved = model.save_pretrained(tmp_path / "out")
     assert saved.name == "lpips_alex.safetensors"
     again = LPIPS.from_pretrained(tmp_path / "out", net="alex")  # a folder holding the default name
@@ -509,6 +514,8 @@ def test_evaluate_tokenizer_reports_lpips_and_inception_metrics(tmp_path):
     with torch.no_grad():
         rec = model.detokenize(model.tokenize(pixels)).float().clamp(-1, 1)
     assert out["lpips"] == pytest.approx(float(lpips(rec, pixels).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match=r"at least 10 images; this evaluation has 6.*--is-splits"):
+        evaluate_tokenizer(model, ds, transform, progress=False, inception=_TinyInception())
     plain = evaluate_tokenizer(model, ds, transform, batch_size=4, progress=False)
     assert plain["lpips"] is None and "--lpips" in plain["lpips_skipped"]
     assert plain["inception_fid"] is None and "--inception-weights" in plain["inception_skipped"]
@@ -539,3 +546,37 @@ def test_eval_cli_with_weight_files_end_to_end(tmp_path, inception):
     assert out["num_images"] == 4 and math.isfinite(out["inception_fid"]) and out["inception_score"] >= 1.0
     assert math.isfinite(out["lpips"]) and out["inception_protocol"] == "torch-fidelity"
     assert datasets is not None
+
+
+def test_lpips_weights_from_a_hub_repo(tmp_path):
+    """A Hub repo id as the weights source, through the real huggingface_hub client and the loopback Hub."""
+    from hub_server import HubServer
+    from test_hub import hub_client
+
+    torch.manual_seed(0)
+    model = LPIPS("alex")
+    path = model.save_pretrained(tmp_path / "lpips_alex.safetensors")
+    script = """
+    import sys, torch
+    from huggingface_hub import HfApi
+    from fullvq_hf.evaluation.lpips import LPIPS
+
+    api = HfApi()
+    api.create_repo("org/lpips")
+    api.upload_file(path_or_fileobj=sys.argv[1], path_in_repo="lpips_alex.safetensors", repo_id="org/lpips")
+    x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32)
+    by_repo = LPIPS.from_pretrained("org/lpips", net="alex")  # the default file name in the repo
+    by_file = LPIPS.from_pretrained("org/lpips/lpips_alex.safetensors", net="alex")
+    try:
+        LPIPS.from_pretrained("org/lpips/other.safetensors", net="alex", option="--lpips-weights")
+        error = None
+    except ValueError as err:
+        error = str(err)
+    emit({"by_repo": float(by_repo(x, -x)), "by_file": float(by_file(x, -x)), "error": error})
+    """
+    with HubServer() as hub:
+        out = hub_client(script, endpoint=hub.endpoint, hf_home=tmp_path / "home", args=[str(path)])
+    x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32)
+    expected = float(model(x, -x))
+    assert out["by_repo"] == pytest.approx(expected, rel=1e-6) and out["by_file"] == pytest.approx(expected, rel=1e-6)
+    assert "--lpips-weights 'org/lpips/other.safetensors'" in out["error"] and "Hub repo 'org/lpips'" in out["error"]

@@ -70,6 +70,11 @@ def evaluate_tokenizer(
         extractor = extractor.to(device).eval()
         extractor_name = feature_extractor if isinstance(feature_extractor, str) else type(feature_extractor).__name__
     n = len(dataset) if max_images is None else min(len(dataset), max_images)
+    if inception is not None and n < max(is_splits, 2):
+        raise ValueError(
+            f"The Inception Score over {is_splits} splits and FID need at least {max(is_splits, 2)} images; this "
+            f"evaluation has {n}. Evaluate more images (--max-images) or use fewer splits (--is-splits)."
+        )
     images = TransformedImages(dataset, transform, image_column)
     shard = list(range(rank, n, world))
     loader = torch.utils.data.DataLoader(
@@ -205,6 +210,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     transform = ImageTransform(resolution, model.config.in_channels, random_crop=False, flip=False,
                                resize=not args.center_crop)  # fmt: skip
     dataset = load_image_dataset(args.dataset, args.split, args.data_dir, False, args.image_column)
+    n = len(dataset) if args.max_images is None else min(len(dataset), args.max_images)
+    if inception is not None and n < max(args.is_splits, 2):
+        parser.error(f"--inception-weights: the Inception Score over --is-splits {args.is_splits} needs at least "
+                     f"{max(args.is_splits, 2)} images; this split gives {n} (raise --max-images or lower --is-splits).")  # fmt: skip
     results = evaluate_tokenizer(model, dataset, transform, args.batch_size, args.max_images, args.image_column,
                                  args.feature_extractor, inception=inception, lpips=lpips,
                                  is_splits=args.is_splits)  # fmt: skip
