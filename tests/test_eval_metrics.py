@@ -405,6 +405,24 @@ def test_lpips_key_mapping_roundtrip(net):
     assert set(mapped) == {f"net.slice{stage}.10.bias", "lin2.model.1.weight"}
 
 
+def test_lpips_vgg_equals_the_training_perceptual_loss_on_the_same_weights():
+    """The training loss (fullvq_hf.training.losses.PerceptualLoss) is LPIPS-VGG too, written separately: with the
+    same torchvision + lpips weights both give the same distances."""
+    from fullvq_hf.training.losses import PerceptualLoss
+
+    torch.manual_seed(0)
+    model = LPIPS("vgg")
+    with torch.no_grad():
+        for k in range(5):
+            getattr(model, f"lin{k}").model[1].weight.uniform_(0, 0.1)
+    backbone, lins = _torchvision_layout(model)
+    loss = PerceptualLoss()
+    loss.load_weights({**backbone, **lins})
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.rand(2, 3, 16, 24, generator=g) * 2 - 1, torch.rand(2, 3, 16, 24, generator=g) * 2 - 1
+    torch.testing.assert_close(model(x, y), loss(x, y, reduction="none"))
+
+
 def test_lpips_weight_files_roundtrip(tmp_path):
     torch.manual_seed(0)
     model = LPIPS("alex")

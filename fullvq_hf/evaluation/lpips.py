@@ -11,9 +11,10 @@ the norm), and ``w_l`` the learned non-negative 1x1 "lin" weights. Images in [-1
 Weights are never downloaded. Keys (the ``lpips`` package's ``LPIPS`` state dict):
 ``net.slice{k}.{i}.weight/bias`` for the backbone, where ``i`` is the layer's index in torchvision's
 ``alexnet().features`` / ``vgg16().features`` (so torchvision's ``features.{i}.weight`` maps to it one to one),
-and ``lin{k}.model.1.weight`` (1, C_k, 1, 1) for the lin layers. ``LPIPS.from_pretrained`` accepts one full
-LPIPS state dict (e.g. the ``.pth`` pyiqa ships), or several files merged, e.g. torchvision's backbone file plus the
-lpips package's lin file: ``["alexnet-owt-7be5be79.pth", "alex.pth"]`` or ``["vgg16-397923af.pth", "vgg.pth"]``.
+and ``lin{k}.model.1.weight`` (1, C_k, 1, 1) for the lin layers (pyiqa's ``lins.{k}.model.1.weight`` too).
+``LPIPS.from_pretrained`` accepts one full LPIPS state dict, or several files merged, e.g. torchvision's backbone
+file plus the lpips package's lin file: ``["alexnet-owt-7be5be79.pth", "alex.pth"]`` or
+``["vgg16-397923af.pth", "vgg.pth"]``.
 """
 
 from __future__ import annotations
