@@ -214,8 +214,13 @@ def test_inception_weights_errors(inception, tmp_path):
         net.load_weights({**partial, "extra.weight": torch.zeros(1)})
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="Could not read FID Inception weights"):
+    with pytest.raises(ValueError, match="Could not read FID Inception weights .*not a safetensors file nor a PyTorch"):
         FIDInceptionV3.from_pretrained(text)
+    import argparse
+
+    torch.save({"args": argparse.Namespace(a=1), **sd}, tmp_path / "pickled.pth")  # a Python object inside
+    with pytest.raises(ValueError, match="Refusing to load FID Inception weights .*Python objects besides tensors"):
+        FIDInceptionV3.from_pretrained(tmp_path / "pickled.pth")
 
 
 # --------------------------------------------------------------------------------------------- Inception Score

@@ -76,9 +76,14 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict[str, torch.Tenso
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, a pickle holding Python objects, a text file, ...
+        if "Unsupported global" in str(err):  # weights_only met a class: a pickled Python object
+            raise ValueError(
+                f"Refusing to load {what} weights from {path}: it holds Python objects besides tensors, and unpickling "
+                "them could run arbitrary code. Re-save just the state dict (or a safetensors copy) in a trusted session."
+            ) from None
         raise ValueError(
-            f"Could not read {what} weights from {path} ({type(err).__name__}). Use a safetensors file or a plain "
-            "state-dict .pth readable with torch.load(weights_only=True)."
+            f"Could not read {what} weights from {path}: not a safetensors file nor a PyTorch state-dict file "
+            f"({type(err).__name__}: {str(err)[:120]})."
         ) from err
     if isinstance(state, Mapping) and not any(isinstance(v, torch.Tensor) for v in state.values()):
         for nested in ("state_dict", "model"):
