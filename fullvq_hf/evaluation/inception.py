@@ -28,7 +28,7 @@ With ``quantize=True`` (default) the images are first rounded to 8 bits, as both
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -453,8 +453,9 @@ class InceptionMetrics:
     def __init__(self, network: FIDInceptionV3, is_splits: int = 10, is_shuffle_seed: int | None = 0):
         self.network = network.eval()
         self.is_splits, self.is_shuffle_seed = is_splits, is_shuffle_seed
-        self.real = FeatureStatistics(network.feature_dim)
-        self.fake = FeatureStatistics(network.feature_dim)
+        device = next(iter(network.parameters())).device  # statistics beside the network (NCCL all-reduces there)
+        self.real = FeatureStatistics(network.feature_dim, device=device)
+        self.fake = FeatureStatistics(network.feature_dim, device=device)
         self.fake_logits: list[torch.Tensor] = []
 
     @torch.no_grad()
@@ -490,10 +491,10 @@ def _count(stats: FeatureStatistics) -> int:
     return int(count)
 
 
-__all__: Sequence[str] = (
+__all__ = [
     "FIDInceptionV3",
     "InceptionMetrics",
     "inception_score",
     "resize_bilinear_tf1",
     "INCEPTION_WEIGHTS_NAMES",
-)
+]
