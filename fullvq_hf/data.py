@@ -144,6 +144,19 @@ def load_image_dataset(
     return ds
 
 
+def _center_crop(arr: np.ndarray, size: int) -> np.ndarray:
+    """torchvision ``CenterCrop(size)`` on an (H, W[, C]) array: pad smaller sides with 0 (left/top gets
+    ``(size - n) // 2``), then take ``size`` pixels from offset ``int(round((n - size) / 2))``."""
+    h, w = arr.shape[:2]
+    pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+    if pad_h or pad_w:
+        pads = [(pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)] + [(0, 0)] * (arr.ndim - 2)
+        arr = np.pad(arr, pads)
+        h, w = arr.shape[:2]
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return arr[top : top + size, left : left + size]
+
+
 class ImageTransform:
     """PIL image / uint8 array -> float tensor (C, size, size) in [-1, 1]. No torchvision.
 
@@ -151,6 +164,11 @@ class ImageTransform:
     horizontal flip. Images smaller than ``size`` (e.g. 28x28 Fashion-MNIST at size 32) are padded with black
     instead of resized when ``pad_small=True``. All randomness comes from the ``generator`` passed per call, so a
     run that resumes at step N sees exactly the crops it would have seen.
+
+    ``resize=False`` is the papers' evaluation protocol (FVQ's ``crop_image.py``, torchvision's ``CenterCrop``):
+    the central ``size x size`` pixels of the image as they are, no resizing; an image smaller than ``size`` on a
+    side is padded with black to it (left/top pad ``(size - w) // 2``), and the crop offset is
+    ``round((w - size) / 2)`` (Python rounding, as torchvision). Needs ``random_crop=False``.
     """
 
     def __init__(
@@ -161,10 +179,13 @@ class ImageTransform:
         crop_scale: tuple[float, float] = (0.8, 1.0),
         flip: bool = True,
         pad_small: bool = True,
+        resize: bool = True,
     ):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}.")
-        self.size, self.channels = size, channels
+        if not resize and random_crop:
+            raise ValueError("resize=False (centre crop without resizing, for evaluation) needs random_crop=False.")
+        self.size, self.channels, self.resize = size, channels, resize
         self.random_crop, self.crop_scale, self.flip, self.pad_small = random_crop, crop_scale, flip, pad_small
 
     def __call__(self, image, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -179,7 +200,9 @@ class ImageTransform:
         image = image.convert("L" if self.channels == 1 else "RGB")
         w, h = image.size
         rand = lambda: float(torch.rand((), generator=generator))  # noqa: E731
-        if self.pad_small and max(w, h) <= self.size:
+        if not self.resize:
+            arr = _center_crop(np.asarray(image), self.size)
+        elif self.pad_small and max(w, h) <= self.size:
             arr = np.asarray(image)
         else:
             side = min(w, h)

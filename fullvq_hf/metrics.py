@@ -344,9 +344,10 @@ def load_feature_extractor(name_or_path: str | os.PathLike, device: torch.device
     raise ValueError(
         f"Unknown feature extractor {name!r}, and nothing is downloaded. Built in: {FASHION_MNIST_EXTRACTOR!r} (or a "
         "local .safetensors path of it, with its .json config beside it). Inception-v3 (FID), VGG or other weights "
-        "must be given as a local file: load the state dict (.safetensors, or a .pth/.pt state dict you trust) into "
-        "your own nn.Module that maps images in [-1, 1] (B, C, H, W) to features (B, F), and pass that module to "
-        "FrechetDistance(extractor)."
+        "must be given as a local file: for FID, FrechetDistance(FIDInceptionV3.from_pretrained("
+        "'pt_inception-2015-12-05-6726825d.pth')) from fullvq_hf.evaluation.inception (or `fullvq eval "
+        "--inception-weights FILE`); for another network, load its state dict into your own nn.Module that maps "
+        "images in [-1, 1] (B, C, H, W) to features (B, F), and pass that module to FrechetDistance(extractor)."
     )
 
 
