@@ -88,7 +88,9 @@ def test_pipeline_callback_on_step_end_sees_and_edits_the_tokens():
 
     def record(p, step, timestep, callback_kwargs):
         assert p is pipe and step == timestep
-        seen.append((step, sorted(callback_kwargs), callback_kwargs["tokens"][:, : step + 1].clone()))
+        seen.append(
+            (step, sorted(callback_kwargs), callback_kwargs["latents"].flatten(1)[:, : step + 1].clone())
+        )
         return callback_kwargs
 
     tokens = pipe(
@@ -96,21 +98,39 @@ def test_pipeline_callback_on_step_end_sees_and_edits_the_tokens():
         generator=gen(0),
         output_type="latent",
         callback_on_step_end=record,
-        callback_on_step_end_tensor_inputs=["tokens", "logits"],
+        callback_on_step_end_tensor_inputs=["latents", "logits"],
     ).images
     assert [s for s, _, _ in seen] == list(range(N)) and pipe.num_timesteps == N
-    assert all(keys == ["logits", "tokens"] for _, keys, _ in seen)
+    assert all(keys == ["latents", "logits"] for _, keys, _ in seen)
     assert torch.equal(seen[-1][2], tokens.flatten(1))
 
     def force_zero(p, step, timestep, callback_kwargs):
-        tokens = callback_kwargs["tokens"]
-        tokens[:, step] = 0
-        return {"tokens": tokens}
+        latents = callback_kwargs["latents"].clone()
+        latents.view(len(latents), -1)[:, step] = 0
+        return {"latents": latents}
 
     forced = pipe([1, 2], generator=gen(0), output_type="latent", callback_on_step_end=force_zero).images
     assert torch.all(forced == 0)
+
+    def stronger_guidance(p, step, timestep, callback_kwargs):
+        p._guidance_scale += 1.0  # diffusers' test_callback_cfg pattern
+        return callback_kwargs
+
+    ramped = pipe(
+        [1, 2],
+        guidance_scale=2.0,
+        temperature=0,
+        output_type="latent",
+        callback_on_step_end=stronger_guidance,
+    )
+    assert pipe.guidance_scale == 2.0 + N
+    cond, uncond = (
+        pipe.transformer(ramped.images.flatten(1), torch.tensor(c)).logits for c in ([1, 2], [CLASSES] * 2)
+    )
+    scales = torch.arange(2.0, 2.0 + N)[None, :, None]  # token i was drawn with scale 2 + i
+    assert torch.equal((uncond + scales * (cond - uncond)).argmax(-1), ramped.images.flatten(1))
     with pytest.raises(ValueError, match="not available"):
-        pipe([1], callback_on_step_end=record, callback_on_step_end_tensor_inputs=["latents"])
+        pipe([1], callback_on_step_end=record, callback_on_step_end_tensor_inputs=["tokens"])
 
 
 def test_guidance_scale_follows_the_formula_for_any_finite_scale():

@@ -814,7 +814,8 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         ``use_cache=False`` recomputes the whole prefix each step (the slow reference). ``compile=True`` compiles the
         decode step (static shapes). ``callback_on_step_end(step, {"tokens": (B, N), "logits": (B, V)})`` runs after
         token ``step`` is drawn (``tokens[:, :step + 1]`` are filled, ``logits`` are the guided logits it was drawn
-        from); a returned ``{"tokens": ...}`` replaces the tokens, and its ``tokens[:, step]`` is what is fed next.
+        from); a returned ``{"tokens": ...}`` replaces the tokens (its ``tokens[:, step]`` is what is fed next) and a
+        returned ``{"guidance_scale": s}`` sets the scale of the next tokens (CFG must be on from the start).
         ``progress_bar=False`` hides the tqdm bar (``transformers.utils.logging.disable_progress_bar()`` too).
         """
         if temperature < 0:
@@ -862,8 +863,16 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
                 if callback_on_step_end is not None:
                     returned = callback_on_step_end(i, {"tokens": tokens, "logits": logits})
                     if returned and returned.get("tokens") is not None:
-                        tokens.copy_(returned["tokens"])
+                        tokens.copy_(returned["tokens"].reshape(tokens.shape))
                         next_token = tokens[:, i : i + 1]
+                    if returned and returned.get("guidance_scale") is not None:
+                        new_scale = check_guidance_scale(returned["guidance_scale"])
+                        if not cfg and new_scale != 1.0:
+                            raise ValueError(
+                                "guidance_scale can change during sampling only when it started other than 1 "
+                                "(the unconditional half of the batch is set up at the start)"
+                            )
+                        scales[i + 1 :] = guidance_scales(new_scale, num_tokens, guidance_schedule)[i + 1 :]
                 progress.update()
                 if i == num_tokens - 1:
                     break

@@ -39,7 +39,7 @@ class LlamaGenPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vqvae"
-    _callback_tensor_inputs = ["tokens", "logits"]
+    _callback_tensor_inputs = ["latents", "logits"]
 
     def __init__(self, transformer: LlamaGenForConditionalGeneration, vqvae: FVQModel | VQGANLCModel):
         super().__init__()
@@ -80,6 +80,11 @@ class LlamaGenPipeline(DiffusionPipeline):
         f = self.vqvae.downsample_factor
         height, width = self.transformer.config.grid_size
         return height * f, width * f
+
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance scale of the running (or last) call; a step-end callback may change it."""
+        return self._guidance_scale
 
     @property
     def num_timesteps(self) -> int:
@@ -164,11 +169,13 @@ class LlamaGenPipeline(DiffusionPipeline):
             use_cache (`bool`, defaults to `True`): Static KV cache; `False` recomputes the prefix every step.
             callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*): Called
                 after each token as `callback_on_step_end(pipe, step, step, callback_kwargs)` (a token index stands
-                for the timestep), with the tensors named in `callback_on_step_end_tensor_inputs`: `"tokens"`
-                (B, N) ids, filled up to `step`, and `"logits"` (B, vocab) the guided logits of that step. It returns a
-                dict; a `"tokens"` entry replaces the tokens (what is fed next is its column `step`).
+                for the timestep), with the tensors named in `callback_on_step_end_tensor_inputs`: `"latents"`, the
+                token grid (B, h, w) filled up to token `step` in raster order (what `output_type="latent"`
+                returns), and `"logits"` (B, vocab), the guided logits token `step` was drawn from. It returns a dict
+                (diffusers' convention); a `"latents"` entry replaces the token grid (the token at `step` is what is
+                fed next), and setting `pipe._guidance_scale` changes the scale of the next tokens.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback; defaults
-                to `["tokens"]`.
+                to `["latents"]`.
 
         Returns:
             [`ImagePipelineOutput`] with `images`, or `(images,)` when `return_dict=False`.
@@ -176,7 +183,7 @@ class LlamaGenPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
-            callback_on_step_end_tensor_inputs = ["tokens"]
+            callback_on_step_end_tensor_inputs = ["latents"]
         self.check_inputs(
             output_type, num_images_per_label, guidance_scale, callback_on_step_end_tensor_inputs
         )
@@ -184,13 +191,16 @@ class LlamaGenPipeline(DiffusionPipeline):
         labels = labels.repeat_interleave(num_images_per_label)
         self.check_generator(generator, labels.shape[0])
 
+        self._guidance_scale = guidance_scale
+        grid = tuple(self.transformer.config.grid_size)
         step_callback = None
         if callback_on_step_end is not None:
 
             def step_callback(step: int, tensors: dict) -> dict:
+                tensors = {"latents": tensors["tokens"].view(-1, *grid), "logits": tensors["logits"]}
                 callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
                 outputs = callback_on_step_end(self, step, step, callback_kwargs) or {}
-                return {"tokens": outputs.get("tokens")}
+                return {"tokens": outputs.get("latents"), "guidance_scale": self._guidance_scale}
 
         num_tokens = self.transformer.num_image_tokens
         self._num_timesteps = num_tokens
