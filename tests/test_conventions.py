@@ -300,6 +300,7 @@ def test_generate_greedy_gives_the_tokens_of_sample(guidance):
     assert out.shape == (3, 1 + N) and out[:, 0].tolist() == [1, 2, 9]
     assert torch.equal(out[:, 1:], expected)
     assert torch.equal(model.generate(class_labels=[1, 2, 9], use_cache=False, **guidance), out)
+    assert torch.equal(model.generate(class_labels=[1, 2, 9], cache_implementation="static", **guidance), out)
 
 
 @pytest.mark.parametrize(
@@ -342,7 +343,7 @@ def test_generate_takes_the_class_as_the_prompt_and_continues_image_prompts():
 
 
 def test_forward_with_a_transformers_cache_matches_the_full_forward():
-    from transformers import DynamicCache
+    from transformers import DynamicCache, StaticCache
 
     model = tiny_gpt()
     ids, labels = torch.randint(0, VOCAB, (2, N)), torch.tensor([3, 10])
@@ -354,6 +355,10 @@ def test_forward_with_a_transformers_cache_matches_the_full_forward():
     step = model(ids[:, 9:10], cache=cache).logits
     cached = torch.cat([first.logits, rest, step], dim=1)
     assert (cached - full[:, :11]).abs().max().item() < 1e-5
+    static = StaticCache(config=model.config, max_cache_len=N)  # preallocated: longer than what it holds
+    parts = [model(ids[:, :4], labels, cache=static).logits, model(ids[:, 4:9], cache=static).logits]
+    parts.append(model(ids[:, 9:10], cache=static).logits)
+    assert (torch.cat(parts, dim=1) - full[:, :11]).abs().max().item() < 1e-5
     with pytest.raises(ValueError, match="class_labels is for the first call"):
         model(ids[:, 10:11], labels, cache=cache)
     with pytest.raises(ValueError, match="holds 16"):

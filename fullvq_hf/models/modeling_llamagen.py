@@ -238,7 +238,12 @@ class LlamaGenAttention(nn.Module):
                 filled = int(cache_position[-1]) + 1
                 k, v = k[:, :, :filled], v[:, :, :filled]
         elif cache is not None:
+            past = int(cache.get_seq_length(self.layer_idx))  # int: a static cache's counter grows in place
             k, v = cache.update(k, v, self.layer_idx)
+            k, v = (
+                k[:, :, : past + length],
+                v[:, :, : past + length],
+            )  # a preallocated (static) cache is longer
         if implementation == "eager":
             attention_interface: Callable = eager_attention_forward
         else:
@@ -559,7 +564,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if use_cache and cache is None:
             cache = DynamicCache(config=self.config)
-        past = cache.get_seq_length() if cache is not None else 0
+        past = int(cache.get_seq_length()) if cache is not None else 0
 
         if inputs_embeds is not None:
             if input_ids is not None or class_labels is not None:
@@ -658,7 +663,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
                 raise ValueError(
                     "generate takes the class as input_ids[:, 0] (or class_labels=...), not inputs_embeds"
                 )
-        past = cache.get_seq_length() if cache is not None else 0
+        past = int(cache.get_seq_length()) if cache is not None else 0
         new = input_ids[:, past:]
         if past == 0:
             class_labels, tokens = new[:, 0], new[:, 1:]
