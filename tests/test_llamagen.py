@@ -267,7 +267,7 @@ def test_pipeline_end_to_end_output_types_and_reproducibility():
     assert not torch.equal(pt, other_seed)
     assert pipe([1, 2], num_images_per_label=2, output_type="pt").images.shape == (4, 3, 8, 8)
     with pytest.raises(ValueError, match="output_type"):
-        pipe([1], output_type="latent")
+        pipe([1], output_type="pixels")
     with pytest.raises(ValueError, match="outside"):
         pipe([12])
 

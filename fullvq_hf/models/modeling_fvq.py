@@ -12,6 +12,8 @@ Both kinds load with ``FVQModel.from_pretrained``.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from diffusers import ModelMixin, VQModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -218,6 +220,16 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         if fold_codebook and self.config.quantizer_type != "vq":
             return self.fold().save_pretrained(save_directory, *args, **kwargs)
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    # diffusers' pipelines pass `variant`, `max_shard_size`, `safe_serialization`, ... only to save methods whose
+    # signature names them: show ModelMixin's parameters (plus fold_codebook), not a bare *args/**kwargs
+    save_pretrained.__signature__ = inspect.signature(ModelMixin.save_pretrained).replace(
+        parameters=[
+            *list(inspect.signature(ModelMixin.save_pretrained).parameters.values())[:-1],
+            inspect.Parameter("fold_codebook", inspect.Parameter.KEYWORD_ONLY, default=False),
+            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+        ]
+    )
 
     def to_diffusers_vqmodel(self) -> VQModel:
         """Export to a stock diffusers ``VQModel`` (same indices and reconstructions, no ``fullvq_hf`` needed).

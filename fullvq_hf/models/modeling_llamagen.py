@@ -16,22 +16,35 @@ Sampling (``sample``) preallocates a static KV cache, prefills the class token a
 classifier-free guidance: the conditional half of the batch first, the null class second, the same sampled token fed
 to both halves. The decode step has static shapes (a boolean mask over the preallocated cache), so it compiles with
 ``torch.compile(fullgraph=True)``.
+
+transformers conventions: attention goes through ``ALL_ATTENTION_FUNCTIONS`` (``attn_implementation`` "eager",
+"sdpa", flash-attention where installed, or a registered function), ``output_hidden_states`` / ``output_attentions``
+are returned, embeddings resize, the 2D RoPE tables are non-persistent buffers, and ``generate()`` (GenerationMixin)
+takes the class as the prompt's first position with classifier-free guidance through ``guidance_scale``, as MusicGen
+does (a doubled batch, conditional half first, ``ClassifierFreeGuidanceLogitsProcessor``).
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, LogitsProcessorList
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.utils import logging
 
 from .configuration_llamagen import LlamaGenConfig
+
+logger = logging.get_logger(__name__)
 
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -43,16 +56,19 @@ def rope_2d(
     """cos and sin tables of LlamaGen's 2D RoPE, each (1 + H*W, head_dim // 2), row 0 (the class token) all zero.
 
     The first head_dim/4 rotation pairs turn with the token's row, the last head_dim/4 with its column; positions
-    run row-major over the grid.
+    run row-major over the grid. Always computed on the CPU in float64, returned in float32.
     """
     height, width = grid_size
     quarter = head_dim // 4
-    freqs = 1.0 / (theta ** (torch.arange(0, 2 * quarter, 2, dtype=torch.float64) / (2 * quarter)))  # (hd/4,)
-    rows = torch.arange(height, dtype=torch.float64)[:, None, None] * freqs  # (H, 1, hd/4)
-    cols = torch.arange(width, dtype=torch.float64)[None, :, None] * freqs  # (1, W, hd/4)
+    cpu = torch.device("cpu")
+    freqs = 1.0 / (
+        theta ** (torch.arange(0, 2 * quarter, 2, dtype=torch.float64, device=cpu) / (2 * quarter))
+    )
+    rows = torch.arange(height, dtype=torch.float64, device=cpu)[:, None, None] * freqs  # (H, 1, hd/4)
+    cols = torch.arange(width, dtype=torch.float64, device=cpu)[None, :, None] * freqs  # (1, W, hd/4)
     angles = torch.cat([rows.expand(height, width, quarter), cols.expand(height, width, quarter)], dim=-1)
     angles = angles.reshape(height * width, 2 * quarter).float()  # (H*W, hd/2)
-    zero = torch.zeros(1, 2 * quarter)
+    zero = torch.zeros(1, 2 * quarter, device=cpu)
     return torch.cat([zero, angles.cos()]), torch.cat([zero, angles.sin()])
 
 
@@ -62,6 +78,92 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x0, x1 = pairs.unbind(-1)
     out = torch.stack([x0 * cos - x1 * sin, x1 * cos + x0 * sin], dim=-1)
     return out.flatten(-2).type_as(x)
+
+
+class LlamaGenRotaryEmbedding2D(nn.Module):
+    """The 2D RoPE tables as non-persistent float32 buffers ``cos`` / ``sin`` (1 + H*W, hd/2): never in the state
+    dict (checkpoints keep LlamaGen's keys), moved with the model, and kept in float32 under ``.to(dtype)``."""
+
+    def __init__(self, config: LlamaGenConfig):
+        super().__init__()
+        self.grid_size = tuple(config.grid_size)
+        self.head_dim = config.head_dim
+        self.theta = config.rope_theta
+        cos, sin = self.compute_tables()
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def compute_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return rope_2d(self.grid_size, self.head_dim, self.theta)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        if self.cos.dtype != torch.float32:  # a dtype cast would round the tables: rebuild them in float32
+            device = self.cos.device
+            cos, sin = self.compute_tables()
+            if device.type == "meta":
+                cos, sin = torch.empty_like(cos, device=device), torch.empty_like(sin, device=device)
+            self.cos, self.sin = cos.to(device), sin.to(device)
+        return self
+
+    def forward(self, positions: torch.LongTensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin (T, hd/2) float32 for sequence positions (T,) (0 = the class token)."""
+        return self.cos[positions], self.sin[positions]
+
+
+# --------------------------------------------------------------------------------------------------- attention
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,  # (B, heads, T, hd)
+    key: torch.Tensor,  # (B, heads, L, hd)
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,  # (1 or B, 1, T, L): additive float, or bool (True = attend)
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: returns the output (B, T, heads, hd) and the weights (B, heads, T, L)."""
+    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            weights = weights.masked_fill(~attention_mask, torch.finfo(weights.dtype).min)
+        else:
+            weights = weights + attention_mask
+    weights = F.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return out, weights
+
+
+def is_flash_attention(attn_implementation: str | None) -> bool:
+    return attn_implementation is not None and "flash" in attn_implementation
+
+
+def build_attention_mask(
+    attn_implementation: str,
+    query_positions: torch.LongTensor,  # (T,) sequence positions of the queries
+    key_length: int,  # L: keys are sequence positions 0..L-1
+    dtype: torch.dtype,
+    static_cache: bool = False,
+) -> torch.Tensor | None:
+    """The causal mask in the form ``attn_implementation`` takes, or None where the kernel's own causality suffices.
+
+    sdpa: None for a causal block from position 0 or for one query over all keys, else a bool (1, 1, T, L) mask;
+    flash: always None (causal, bottom-right aligned; static caches are cut to their filled part instead);
+    eager and any other registered function: an additive (1, 1, T, L) mask of ``dtype`` (0 = attend, min = masked).
+    """
+    if is_flash_attention(attn_implementation):
+        return None
+    length = query_positions.shape[0]
+    if not static_cache and attn_implementation == "sdpa" and (key_length == length or length == 1):
+        return None  # sdpa's is_causal (or nothing to mask)
+    slots = torch.arange(key_length, device=query_positions.device)
+    allowed = (slots[None, :] <= query_positions[:, None])[None, None]  # (1, 1, T, L)
+    if attn_implementation == "sdpa":
+        return allowed
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(
+        ~allowed, torch.finfo(dtype).min
+    )
 
 
 # --------------------------------------------------------------------------------------------------- layers
@@ -96,10 +198,17 @@ class LlamaGenClassEmbedder(nn.Module):
 
 
 class LlamaGenAttention(nn.Module):
-    def __init__(self, config: LlamaGenConfig):
+    """Fused-qkv attention with 2D RoPE; the attention itself is ``ALL_ATTENTION_FUNCTIONS[attn_implementation]``."""
+
+    def __init__(self, config: LlamaGenConfig, layer_idx: int = 0):
         super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
+        self.num_key_value_groups = 1
+        self.scaling = self.head_dim**-0.5
+        self.is_causal = True
         self.attention_dropout = config.attention_dropout
         self.wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.wo = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
@@ -108,25 +217,50 @@ class LlamaGenAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, T, D)
-        cos: torch.Tensor,  # (T, hd/2)
-        sin: torch.Tensor,
-        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,  # 2 x (B, heads, L, hd), written in place
-        cache_position: torch.LongTensor | None = None,  # (T,) positions of x in the cache
-        attn_mask: torch.Tensor | None = None,  # (T, L) bool, True = attend
-    ) -> torch.Tensor:
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],  # cos, sin (T, hd/2)
+        attention_mask: torch.Tensor | None = None,  # from build_attention_mask
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,  # static (B, heads, L, hd) x 2, in place
+        cache_position: torch.LongTensor | None = None,  # (T,) positions of x in the static cache
+        cache: Cache | None = None,  # transformers' cache (generate)
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, length, _ = x.shape
         q, k, v = self.wqkv(x).view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        cos, sin = position_embeddings
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, heads, T, hd)
-        if kv_cache is None:
-            dropout = self.attention_dropout if self.training else 0.0
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
-        else:
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        if kv_cache is not None:
             k_cache, v_cache = kv_cache
             k_cache.index_copy_(2, cache_position, k.to(k_cache.dtype))
             v_cache.index_copy_(2, cache_position, v.to(v_cache.dtype))
-            out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask)
-        out = out.transpose(1, 2).reshape(batch, length, -1)  # (B, T, D)
-        return self.resid_dropout(self.wo(out))
+            k, v = k_cache, v_cache
+            if is_flash_attention(implementation):  # no mask: attend to the filled part of the cache only
+                filled = int(cache_position[-1]) + 1
+                k, v = k[:, :, :filled], v[:, :, :filled]
+        elif cache is not None:
+            past = int(cache.get_seq_length(self.layer_idx))  # int: a static cache's counter grows in place
+            k, v = cache.update(k, v, self.layer_idx)
+            k, v = (
+                k[:, :, : past + length],
+                v[:, :, : past + length],
+            )  # a preallocated (static) cache is longer
+        if implementation == "eager":
+            attention_interface: Callable = eager_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                implementation, eager_attention_forward
+            )
+        out, weights = attention_interface(
+            self,
+            q,
+            k,
+            v,
+            attention_mask,
+            dropout=self.attention_dropout if self.training else 0.0,
+            scaling=self.scaling,
+        )
+        out = out.reshape(batch, length, -1)  # (B, T, D)
+        return self.resid_dropout(self.wo(out)), weights
 
 
 class LlamaGenFeedForward(nn.Module):
@@ -144,29 +278,84 @@ class LlamaGenFeedForward(nn.Module):
 
 
 class LlamaGenBlock(GradientCheckpointingLayer):
-    def __init__(self, config: LlamaGenConfig):
+    def __init__(self, config: LlamaGenConfig, layer_idx: int = 0):
         super().__init__()
         self.attention_norm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.attention = LlamaGenAttention(config)
+        self.attention = LlamaGenAttention(config, layer_idx)
         self.ffn_norm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.feed_forward = LlamaGenFeedForward(config)
 
-    def forward(self, x, cos, sin, kv_cache=None, cache_position=None, attn_mask=None) -> torch.Tensor:
-        x = x + self.attention(self.attention_norm(x), cos, sin, kv_cache, cache_position, attn_mask)
-        return x + self.feed_forward(self.ffn_norm(x))
+    def forward(
+        self,
+        x: torch.Tensor,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor],
+        attention_mask: torch.Tensor | None = None,
+        kv_cache: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache_position: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        output_attentions: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn, weights = self.attention(
+            self.attention_norm(x),
+            position_embeddings,
+            attention_mask,
+            kv_cache=kv_cache,
+            cache_position=cache_position,
+            cache=cache,
+            output_attentions=output_attentions,
+        )
+        x = x + attn
+        return x + self.feed_forward(self.ffn_norm(x)), weights
 
 
 # --------------------------------------------------------------------------------------------------- sampling
+def check_guidance_scale(guidance_scale: float) -> float:
+    """The scale as a float, or a ValueError for NaN / infinite / non-numeric values."""
+    try:
+        scale = float(guidance_scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}") from None
+    if not math.isfinite(scale):
+        raise ValueError(
+            f"guidance_scale must be finite, got {guidance_scale}: guided logits = uncond + (cond - uncond) * scale; "
+            "1 samples the conditional model, 0 the unconditional one, > 1 strengthens the class"
+        )
+    return scale
+
+
 def guidance_scales(scale: float, num_tokens: int, schedule: str = "constant") -> list[float]:
     """Per-token CFG scale: constant, or rising from 1 to ``scale`` linearly or along a half cosine."""
     if schedule not in GUIDANCE_SCHEDULES:
         raise ValueError(f"guidance_schedule must be one of {GUIDANCE_SCHEDULES}, got {schedule!r}")
+    scale = check_guidance_scale(scale)
     if schedule == "constant" or num_tokens == 1:
-        return [float(scale)] * num_tokens
+        return [scale] * num_tokens
     ramp = [i / (num_tokens - 1) for i in range(num_tokens)]
     if schedule == "cosine":
         ramp = [(1 - math.cos(math.pi * r)) / 2 for r in ramp]
     return [1.0 + (scale - 1.0) * r for r in ramp]
+
+
+def filter_logits(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0
+) -> torch.Tensor:
+    """float32 logits (B, V) / temperature with tokens outside the top-k / top-p set at -inf.
+
+    The same arithmetic as transformers' ``TemperatureLogitsWarper``, ``TopKLogitsWarper`` (ties kept) and
+    ``TopPLogitsWarper`` (the smallest set whose mass reaches ``top_p``, found on the ascending cumulative sum), so
+    that ``sample`` and ``generate`` draw the same tokens from the same random stream.
+    """
+    logits = logits.float() / temperature
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k)[0][..., -1, None]
+        logits = logits.masked_fill(logits < kth, -float("inf"))
+    if top_p < 1.0:
+        sorted_logits, sorted_index = torch.sort(logits, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        remove = cumulative <= (1 - top_p)
+        remove[..., -1:] = False  # keep at least one token
+        logits = logits.masked_fill(remove.scatter(1, sorted_index, remove), -float("inf"))
+    return logits
 
 
 def sample_from_logits(
@@ -174,28 +363,39 @@ def sample_from_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> torch.LongTensor:
     """One token per row (B, 1): temperature, then top-k, then nucleus (top-p) filtering, then a multinomial draw.
 
-    ``temperature=0`` is greedy. Top-p keeps the smallest prefix of the sorted distribution whose mass reaches
-    ``top_p`` (the token that crosses the threshold is kept), as LlamaGen does.
+    ``temperature=0`` is greedy. Top-p keeps the smallest set of most likely tokens whose mass reaches ``top_p``, as
+    LlamaGen and transformers do. ``generator`` may be a list with one generator per row (each row then draws from
+    its own generator only, so a row does not depend on the others).
     """
     if temperature == 0:
         return logits.argmax(-1, keepdim=True)
-    logits = logits.float() / temperature
-    vocab = logits.shape[-1]
-    index = None
-    if top_k and top_k < vocab:
-        logits, index = logits.topk(top_k, dim=-1)  # sorted, descending
-    elif top_p < 1.0:
-        logits, index = logits.sort(dim=-1, descending=True)
-    probs = logits.softmax(-1)
-    if top_p < 1.0:
-        mass_before = probs.cumsum(-1) - probs
-        probs = probs.masked_fill(mass_before > top_p, 0.0)
-    choice = torch.multinomial(probs, 1, generator=generator)  # (B, 1); multinomial renormalises
-    return choice if index is None else index.gather(-1, choice)
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([torch.multinomial(p[None], 1, generator=g) for p, g in zip(probs, generator)])
+    return torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+
+
+class LlamaGenGuidanceLogitsProcessor(ClassifierFreeGuidanceLogitsProcessor):
+    r"""transformers' [`ClassifierFreeGuidanceLogitsProcessor`] (scores of a doubled batch, conditional half first,
+    guided = uncond + (cond - uncond) * scale) for any finite scale and LlamaGen's scale schedules.
+
+    transformers' processor accepts only scales > 1; the formula holds for any scale (0 gives the unconditional model,
+    1 the conditional one). The scale at image token i follows ``guidance_scales(scale, num_image_tokens, schedule)``,
+    i counted from the class token (the prompt's first position).
+    """
+
+    def __init__(self, guidance_scale: float, num_image_tokens: int, guidance_schedule: str = "constant"):
+        self.scales = guidance_scales(guidance_scale, num_image_tokens, guidance_schedule)
+        self.guidance_scale = self.scales[0]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        step = min(input_ids.shape[1] - 1, len(self.scales) - 1)  # image tokens generated so far
+        self.guidance_scale = self.scales[step]
+        return super().__call__(input_ids, scores)
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -206,14 +406,21 @@ class LlamaGenPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaGenBlock"]
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    _keep_in_fp32_modules = ["rotary_emb"]
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # normal(0, initializer_range) for linear/embedding, ones for RMSNorm
         if module is getattr(self, "output", None):
             init.zeros_(module.weight)  # zero-initialised head: uniform logits at step 0
+        elif isinstance(module, LlamaGenRotaryEmbedding2D):  # non-persistent: rebuilt after loading
+            cos, sin = module.compute_tables()
+            init.copy_(module.cos, cos)
+            init.copy_(module.sin, sin)
 
 
-class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
+class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin):
     r"""
     LlamaGen class-to-image GPT.
 
@@ -221,8 +428,11 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
     grid's N; n = 0 or None gives the first token's distribution), ``class_labels`` (B,) in [0, num_classes]
     (num_classes is the null class). Returns ``logits`` (B, min(n + 1, N), vocab_size) where ``logits[:, i]`` predicts
     token i, and with ``labels`` (usually ``labels=input_ids``; -100 is ignored) the mean cross-entropy ``loss``.
+    With a transformers ``cache`` that already holds positions, ``input_ids`` continue the sequence (no class label).
 
-    ``sample(class_labels, guidance_scale=...)`` generates token grids (B, H, W) with a static KV cache.
+    ``sample(class_labels, guidance_scale=...)`` generates token grids (B, H, W) with a static KV cache;
+    ``generate(class_labels=..., guidance_scale=...)`` does the same through transformers' ``GenerationMixin`` and
+    returns (B, 1 + N): the class label, then the N image tokens.
     """
 
     def __init__(self, config: LlamaGenConfig):
@@ -232,10 +442,10 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
         )
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.hidden_size)
         self.tok_dropout = nn.Dropout(config.token_dropout_prob)
-        self.layers = nn.ModuleList(LlamaGenBlock(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(LlamaGenBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = LlamaGenRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.output = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self._rope_cache: dict = {}
+        self.rotary_emb = LlamaGenRotaryEmbedding2D(config)
         self.post_init()
 
     # ------------------------------------------------------------------ helpers
@@ -248,6 +458,9 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
     def get_output_embeddings(self) -> nn.Linear:
         return self.output
 
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.output = value
+
     @property
     def grid_size(self) -> tuple[int, int]:
         return tuple(self.config.grid_size)
@@ -256,17 +469,13 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
     def num_image_tokens(self) -> int:
         return self.config.num_image_tokens
 
-    def _rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin (1 + N, hd/2) float32 on ``device``, built once per device (not a buffer: never saved)."""
-        key = str(device)
-        if key not in self._rope_cache:
-            cos, sin = rope_2d(self.grid_size, self.config.head_dim, self.config.rope_theta)
-            self._rope_cache[key] = (cos.to(device), sin.to(device))
-        return self._rope_cache[key]
-
     def check_class_labels(self, class_labels, allow_null: bool = True, batch_size: int | None = None):
         """Class labels as a LongTensor (B,), or a ValueError that says what is wrong."""
+        if isinstance(class_labels, (list, tuple)) and len(class_labels) == 0:
+            raise ValueError("class_labels is empty: pass at least one class label, e.g. class_labels=[0]")
         labels = torch.as_tensor(class_labels, device=self.device)
+        if labels.numel() == 0:
+            raise ValueError("class_labels is empty: pass at least one class label, e.g. class_labels=[0]")
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"class_labels must be integers, got dtype {labels.dtype}")
         labels = labels.long().reshape(-1) if labels.dim() == 0 else labels.long()
@@ -279,7 +488,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
                 f"got {labels.shape[0]} class labels for a batch of {batch_size} token sequences"
             )
         high = self.config.num_classes + (1 if allow_null else 0)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= high):
+        if labels.min() < 0 or labels.max() >= high:
             bad = labels[(labels < 0) | (labels >= high)].unique().tolist()
             null = f"; {self.config.num_classes} is the null (unconditional) class" if allow_null else ""
             raise ValueError(
@@ -288,7 +497,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
             )
         return labels
 
-    def check_input_ids(self, input_ids: torch.Tensor) -> None:
+    def check_input_ids(self, input_ids: torch.Tensor, past_length: int = 0) -> None:
         if input_ids.dtype.is_floating_point or input_ids.dtype == torch.bool:
             raise ValueError(f"input_ids must be integer token ids, got dtype {input_ids.dtype}")
         if input_ids.dim() != 2:
@@ -296,9 +505,10 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
                 f"input_ids must be (batch, tokens), got shape {tuple(input_ids.shape)}; flatten token grids "
                 "(B, H, W) with ids.flatten(1)"
             )
-        if input_ids.shape[1] > self.num_image_tokens:
+        if past_length + input_ids.shape[1] > self.num_image_tokens:
+            held = f" after the {past_length} cached positions" if past_length else ""
             raise ValueError(
-                f"input_ids has {input_ids.shape[1]} tokens but the generator's grid {self.grid_size} holds "
+                f"input_ids has {input_ids.shape[1]} tokens{held} but the generator's grid {self.grid_size} holds "
                 f"{self.num_image_tokens}"
             )
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
@@ -308,31 +518,109 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
                 "another codebook size?"
             )
 
-    # ------------------------------------------------------------------ training / scoring
+    # ------------------------------------------------------------------ training / scoring / generate
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
         class_labels: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
-        return_dict: bool = True,
-        **kwargs,
-    ) -> CausalLMOutput | tuple:
-        if class_labels is None:
-            raise ValueError(
-                "class_labels is required: (B,) ints in [0, num_classes], num_classes = null class"
-            )
-        if input_ids is None:
-            input_ids = torch.zeros(len(class_labels), 0, dtype=torch.long, device=self.device)
-        self.check_input_ids(input_ids)
-        class_labels = self.check_class_labels(class_labels, batch_size=input_ids.shape[0])
-        inputs = input_ids[:, : self.num_image_tokens - 1]  # the last token predicts nothing
-        h = torch.cat([self.cls_embedding(class_labels), self.tok_embeddings(inputs)], dim=1)  # (B, T, D)
+        inputs_embeds: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+    ) -> CausalLMOutputWithPast | tuple:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(batch_size, n)`): Image token ids in raster order. With an empty
+                (or no) cache: the first n tokens of the image (the last of a full grid predicts nothing and is
+                dropped). With a cache holding `p` positions: the tokens at sequence positions p.. (token p - 1 first).
+            class_labels (`torch.LongTensor` of shape `(batch_size,)`): Classes in [0, num_classes] (num_classes =
+                null class). Required unless the cache already holds the class position or `inputs_embeds` is given.
+            labels (`torch.LongTensor` of shape `(batch_size, n)`, *optional*): Targets for `logits[:, :n]`; usually
+                `labels=input_ids` (logits are already aligned: position i predicts token i). -100 is ignored.
+            inputs_embeds (`torch.Tensor` of shape `(batch_size, T, hidden_size)`, *optional*): Embedded sequence
+                positions instead of `class_labels` + `input_ids`: with an empty cache, position 0 is the class token.
+            cache (`Cache`, *optional*): A transformers cache (e.g. `DynamicCache`) holding earlier positions;
+                `use_cache=True` creates one. Returned in the output.
+            output_attentions (`bool`, *optional*): Return per-layer attention weights (B, heads, T, L); computed with
+                the eager attention for this call when another implementation is set (sdpa/flash return none).
+            output_hidden_states (`bool`, *optional*): Return the input embeddings and each layer's output (the last
+                after the final norm): num_hidden_layers + 1 tensors (B, T, hidden_size).
+            logits_to_keep (`int` or `torch.Tensor`, *optional*): Compute logits for the last n positions only.
+
+        Returns:
+            [`CausalLMOutputWithPast`] (`loss`, `logits` (B, T, vocab_size) float32, `cache`, `hidden_states`,
+            `attentions`), or its tuple (None fields left out) with `return_dict=False`.
+        """
+        output_attentions = bool(
+            output_attentions if output_attentions is not None else self.config.output_attentions
+        )
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+        past = int(cache.get_seq_length()) if cache is not None else 0
+
+        if inputs_embeds is not None:
+            if input_ids is not None or class_labels is not None:
+                raise ValueError("pass either inputs_embeds or input_ids / class_labels, not both")
+            h = inputs_embeds  # (B, T, D)
+            if past + h.shape[1] > self.num_image_tokens:
+                raise ValueError(
+                    f"inputs_embeds has {h.shape[1]} positions after {past} cached ones but the generator's grid "
+                    f"{self.grid_size} has {self.num_image_tokens} (the class token and N - 1 image tokens)"
+                )
+        elif past == 0:
+            if class_labels is None:
+                raise ValueError(
+                    "class_labels is required: (B,) ints in [0, num_classes], num_classes = null class"
+                )
+            if input_ids is None:
+                input_ids = torch.zeros(len(class_labels), 0, dtype=torch.long, device=self.device)
+            self.check_input_ids(input_ids)
+            class_labels = self.check_class_labels(class_labels, batch_size=input_ids.shape[0])
+            inputs = input_ids[:, : self.num_image_tokens - 1]  # the last token predicts nothing
+            h = torch.cat([self.cls_embedding(class_labels), self.tok_embeddings(inputs)], dim=1)  # (B, T, D)
+        else:
+            if class_labels is not None:
+                raise ValueError(
+                    f"the cache already holds {past} positions, the class token included: pass only the next "
+                    "input_ids (class_labels is for the first call)"
+                )
+            if input_ids is None:
+                raise ValueError("input_ids is required to continue a cached sequence")
+            self.check_input_ids(input_ids, past_length=past)
+            h = self.tok_embeddings(input_ids)
         h = self.tok_dropout(h)
-        cos, sin = self._rope(h.device)
-        cos, sin = cos[: h.shape[1]], sin[: h.shape[1]]
+
+        positions = torch.arange(past, past + h.shape[1], device=h.device)
+        position_embeddings = self.rotary_emb(positions)  # cos, sin (T, hd/2)
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        if output_attentions and self.config._attn_implementation != "eager":
+            logger.warning_once(
+                f"output_attentions=True: attention weights are computed with the eager attention for this call "
+                f"({self.config._attn_implementation} returns none)"
+            )
+        mask = build_attention_mask(implementation, positions, past + h.shape[1], h.dtype)
+
+        all_hidden = () if output_hidden_states else None
+        all_attentions = () if output_attentions else None
         for layer in self.layers:
-            h = layer(h, cos, sin)
-        logits = self.output(self.norm(h)).float()  # (B, T, V)
+            if output_hidden_states:
+                all_hidden += (h,)
+            h, weights = layer(h, position_embeddings, mask, cache=cache, output_attentions=output_attentions)
+            if output_attentions:
+                all_attentions += (weights,)
+        h = self.norm(h)
+        if output_hidden_states:
+            all_hidden += (h,)
+        logits = self.output(slice_logits_to_keep(h, logits_to_keep)).float()  # (B, T, V)
+
         loss = None
         if labels is not None:
             labels = labels.to(logits.device)
@@ -344,9 +632,126 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
             loss = F.cross_entropy(
                 scored.reshape(-1, scored.shape[-1]), labels.reshape(-1), ignore_index=-100
             )
-        if not return_dict:
-            return (loss, logits) if loss is not None else (logits,)
-        return CausalLMOutput(loss=loss, logits=logits)
+        output = CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=cache,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        cache: Cache | None = None,
+        classifier_free_guidance: bool = False,
+        **kwargs,
+    ) -> dict:
+        """``generate``'s sequence (B, 1 + t) is [class label, image tokens...]: at the first call (empty cache) the
+        class goes to ``class_labels`` and the image tokens to ``input_ids``; later calls feed the uncached tokens.
+        With classifier-free guidance the batch is doubled, conditional rows first, then the null class."""
+        for key in (
+            "next_sequence_length",
+            "is_first_iteration",
+            "inputs_embeds",
+            "attention_mask",
+            "position_ids",
+        ):
+            value = kwargs.pop(key, None)
+            if key == "inputs_embeds" and value is not None:
+                raise ValueError(
+                    "generate takes the class as input_ids[:, 0] (or class_labels=...), not inputs_embeds"
+                )
+        past = int(cache.get_seq_length()) if cache is not None else 0
+        new = input_ids[:, past:]
+        if past == 0:
+            class_labels, tokens = new[:, 0], new[:, 1:]
+        else:
+            class_labels, tokens = None, new
+        if classifier_free_guidance:
+            tokens = torch.cat([tokens, tokens])
+            if class_labels is not None:
+                class_labels = torch.cat(
+                    [class_labels, torch.full_like(class_labels, self.config.num_classes)]
+                )
+        inputs = {"input_ids": tokens, "class_labels": class_labels, "cache": cache}
+        inputs.update(kwargs)
+        return inputs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.LongTensor | None = None,
+        generation_config=None,
+        logits_processor: LogitsProcessorList | None = None,
+        class_labels=None,
+        guidance_scale: float | None = None,
+        guidance_schedule: str = "constant",
+        **kwargs,
+    ):
+        r"""
+        transformers' ``generate`` with the class as the prompt: ``generate(class_labels=[3, 7], guidance_scale=4.0,
+        do_sample=True, top_k=100)`` returns (B, 1 + N) ids, the class label then the N image tokens in raster order
+        (``out[:, 1:].view(B, H, W)`` is the token grid). The prompt may also be given as ``input_ids`` (B, 1 + n): the
+        class label then n known image tokens to continue from.
+
+        ``guidance_scale`` (default: the generation config's, else 1) runs classifier-free guidance as MusicGen does:
+        the model sees a doubled batch (conditional rows first, then the null class) and
+        ``ClassifierFreeGuidanceLogitsProcessor`` combines the halves (any finite scale; 0 = the unconditional model);
+        ``guidance_schedule`` ramps it as in ``sample``. ``max_new_tokens`` defaults to the rest of the grid;
+        with ``do_sample=True`` and no ``top_k``, no top-k filter is applied (transformers would default to 50).
+        Same tokens as ``sample`` for greedy decoding and for seeded sampling (``torch.manual_seed``).
+        """
+        if class_labels is not None:
+            if inputs is not None or kwargs.get("input_ids") is not None:
+                raise ValueError("pass either class_labels or input_ids (class label first), not both")
+            inputs = self.check_class_labels(class_labels)[:, None]
+        if inputs is None:
+            inputs = kwargs.pop("input_ids", None)
+        if inputs is None:
+            raise ValueError(
+                "generate needs the class as the prompt: generate(class_labels=[...]) or input_ids=labels[:, None]"
+            )
+        inputs = torch.as_tensor(inputs, device=self.device)
+        if inputs.dim() != 2 or inputs.shape[1] < 1:
+            raise ValueError(
+                f"input_ids must be (batch, 1 + n): the class label, then n image tokens; got {tuple(inputs.shape)}"
+            )
+        self.check_class_labels(inputs[:, 0])
+        self.check_input_ids(inputs[:, 1:])
+        config = generation_config if generation_config is not None else self.generation_config
+        if guidance_scale is None:
+            guidance_scale = getattr(config, "guidance_scale", None)
+            guidance_scale = 1.0 if guidance_scale is None else guidance_scale
+        guidance_scale = check_guidance_scale(guidance_scale)
+        remaining = self.num_image_tokens - (inputs.shape[1] - 1)
+        if kwargs.get("max_new_tokens") is None and kwargs.get("max_length") is None:
+            if config.max_new_tokens is None or config.max_new_tokens > remaining:
+                kwargs["max_new_tokens"] = remaining
+        if (
+            kwargs.get("max_new_tokens", 0) > remaining
+            or kwargs.get("max_length", 0) > 1 + self.num_image_tokens
+        ):
+            raise ValueError(
+                f"the grid {self.grid_size} holds {self.num_image_tokens} tokens: after a prompt of "
+                f"{inputs.shape[1] - 1} image tokens at most max_new_tokens={remaining}"
+            )
+        if kwargs.get("do_sample", config.do_sample) and kwargs.get("top_k") is None and config.top_k is None:
+            kwargs["top_k"] = 0  # sample from the whole (guided) distribution unless asked, as sample() does
+        processors = LogitsProcessorList(logits_processor or [])
+        if guidance_scale != 1.0 or guidance_schedule != "constant":
+            processors.insert(
+                0, LlamaGenGuidanceLogitsProcessor(guidance_scale, self.num_image_tokens, guidance_schedule)
+            )
+            kwargs["classifier_free_guidance"] = True
+        if getattr(config, "guidance_scale", None) is not None:  # never also transformers' unbatched CFG
+            config = copy.deepcopy(config)
+            config.guidance_scale = None
+            generation_config = config
+        return super().generate(
+            inputs, generation_config=generation_config, logits_processor=processors, **kwargs
+        )
 
     # ------------------------------------------------------------------ sampling with a static KV cache
     def allocate_kv_cache(
@@ -370,12 +775,16 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
         kv_cache: list[tuple[torch.Tensor, torch.Tensor]],
     ) -> torch.Tensor:
         """Logits (B, V) of the last input position, writing its keys/values into ``kv_cache``. Static shapes."""
-        cos, sin = self._rope(hidden.device)
-        cos, sin = cos[cache_position], sin[cache_position]
-        slots = torch.arange(kv_cache[0][0].shape[2], device=hidden.device)
-        attn_mask = slots[None, :] <= cache_position[:, None]  # (T, L)
+        position_embeddings = self.rotary_emb(cache_position)
+        mask = build_attention_mask(
+            self.config._attn_implementation,
+            cache_position,
+            kv_cache[0][0].shape[2],
+            hidden.dtype,
+            static_cache=True,
+        )
         for layer, kv in zip(self.layers, kv_cache):
-            hidden = layer(hidden, cos, sin, kv, cache_position, attn_mask)
+            hidden, _ = layer(hidden, position_embeddings, mask, kv_cache=kv, cache_position=cache_position)
         return self.output(self.norm(hidden[:, -1])).float()
 
     def decode_step(
@@ -393,18 +802,26 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         use_cache: bool = True,
         compile: bool = False,
-        callback: Callable[[int, int], None] | None = None,
+        callback_on_step_end: Callable[[int, dict[str, torch.Tensor]], dict | None] | None = None,
+        progress_bar: bool = True,
     ) -> torch.LongTensor:
         """Generate token grids (B, H, W) for ``class_labels`` (B,) in [0, num_classes).
 
-        Classifier-free guidance runs when ``guidance_scale > 1``: the batch is doubled (conditional rows first, then
-        the null class), guided logits = uncond + (cond - uncond) * scale, and the sampled token is fed to both halves.
-        ``guidance_schedule`` "linear"/"cosine" ramps the scale from 1 at the first token to ``guidance_scale`` at
-        the last. ``use_cache=False`` recomputes the whole prefix each step (the slow reference). ``compile=True``
-        compiles the decode step (static shapes). ``callback(step, num_steps)`` runs after each token.
+        Classifier-free guidance runs for any ``guidance_scale`` other than 1: the batch is doubled (conditional rows
+        first, then the null class), guided logits = uncond + (cond - uncond) * scale, and the sampled token is fed to
+        both halves. So 0 samples the unconditional model, > 1 strengthens the class, < 0 pushes away from it;
+        NaN / inf are errors. ``guidance_schedule`` "linear"/"cosine" ramps the scale from 1 at the first token to
+        ``guidance_scale`` at the last. ``generator``: one ``torch.Generator``, or a list with one per label (each
+        row then depends on its own generator only); None uses the global RNG (as ``generate`` does).
+        ``use_cache=False`` recomputes the whole prefix each step (the slow reference). ``compile=True`` compiles the
+        decode step (static shapes). ``callback_on_step_end(step, {"tokens": (B, N), "logits": (B, V)})`` runs after
+        token ``step`` is drawn (``tokens[:, :step + 1]`` are filled, ``logits`` are the guided logits it was drawn
+        from); a returned ``{"tokens": ...}`` replaces the tokens (its ``tokens[:, step]`` is what is fed next) and a
+        returned ``{"guidance_scale": s}`` sets the scale of the next tokens (CFG must be on from the start).
+        ``progress_bar=False`` hides the tqdm bar (``transformers.utils.logging.disable_progress_bar()`` too).
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -414,8 +831,12 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
             raise ValueError(f"top_k must be >= 0 (0 or None = off), got {top_k}")
         labels = self.check_class_labels(class_labels, allow_null=False)
         batch, num_tokens = labels.shape[0], self.num_image_tokens
+        if isinstance(generator, (list, tuple)) and len(generator) != batch:
+            raise ValueError(
+                f"got {len(generator)} generators for {batch} images: pass one torch.Generator, or one per image"
+            )
         scales = guidance_scales(guidance_scale, num_tokens, guidance_schedule)
-        cfg = guidance_scale > 1.0
+        cfg = guidance_scale != 1.0 or guidance_schedule != "constant"
         if cfg:
             labels = torch.cat(
                 [labels, torch.full_like(labels, self.config.num_classes)]
@@ -436,6 +857,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
             )
         else:
             logits = self(None, labels).logits[:, -1]
+        progress = logging.tqdm(total=num_tokens, desc="tokens", disable=not progress_bar, leave=False)
         try:
             for i in range(num_tokens):
                 if cfg:
@@ -443,8 +865,20 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
                     logits = uncond + (cond - uncond) * scales[i]
                 next_token = sample_from_logits(logits, temperature, top_k, top_p, generator)  # (B, 1)
                 tokens[:, i] = next_token[:, 0]
-                if callback is not None:
-                    callback(i, num_tokens)
+                if callback_on_step_end is not None:
+                    returned = callback_on_step_end(i, {"tokens": tokens, "logits": logits})
+                    if returned and returned.get("tokens") is not None:
+                        tokens.copy_(returned["tokens"].reshape(tokens.shape))
+                        next_token = tokens[:, i : i + 1]
+                    if returned and returned.get("guidance_scale") is not None:
+                        new_scale = check_guidance_scale(returned["guidance_scale"])
+                        if not cfg and new_scale != 1.0:
+                            raise ValueError(
+                                "guidance_scale can change during sampling only when it started other than 1 "
+                                "(the unconditional half of the batch is set up at the start)"
+                            )
+                        scales[i + 1 :] = guidance_scales(new_scale, num_tokens, guidance_schedule)[i + 1 :]
+                progress.update()
                 if i == num_tokens - 1:
                     break
                 if use_cache:
@@ -455,5 +889,6 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel):
                     prefix = tokens[:, : i + 1]
                     logits = self(torch.cat([prefix, prefix]) if cfg else prefix, labels).logits[:, -1]
         finally:
+            progress.close()
             self.train(was_training)
         return tokens.view(batch, *self.grid_size)

@@ -13,14 +13,18 @@ decoding in the tokenizer's ``decode`` (token ids are looked up in its codebook,
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from ..models.modeling_llamagen import LlamaGenForConditionalGeneration
+from ..models.modeling_fvq import FVQModel
+from ..models.modeling_llamagen import LlamaGenForConditionalGeneration, check_guidance_scale
+from ..models.modeling_vqgan_lc import VQGANLCModel
 
-OUTPUT_TYPES = ("pil", "np", "pt")
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 class LlamaGenPipeline(DiffusionPipeline):
@@ -35,8 +39,9 @@ class LlamaGenPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer->vqvae"
+    _callback_tensor_inputs = ["latents", "logits"]
 
-    def __init__(self, transformer: LlamaGenForConditionalGeneration, vqvae):
+    def __init__(self, transformer: LlamaGenForConditionalGeneration, vqvae: FVQModel | VQGANLCModel):
         super().__init__()
         check_compatible(transformer, vqvae)
         self.register_modules(transformer=transformer, vqvae=vqvae)
@@ -76,6 +81,51 @@ class LlamaGenPipeline(DiffusionPipeline):
         height, width = self.transformer.config.grid_size
         return height * f, width * f
 
+    @property
+    def guidance_scale(self) -> float:
+        """The classifier-free guidance scale of the running (or last) call; a step-end callback may change it."""
+        return self._guidance_scale
+
+    @property
+    def num_timesteps(self) -> int:
+        """Decoding steps of the last call: one per image token (diffusers pipelines report their step count here)."""
+        return self._num_timesteps
+
+    def check_inputs(
+        self,
+        output_type: str,
+        num_images_per_label: int,
+        guidance_scale: float,
+        callback_on_step_end_tensor_inputs: list[str] | None,
+    ) -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if num_images_per_label < 1:
+            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}")
+        check_guidance_scale(guidance_scale)
+        unknown = [
+            k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs
+        ]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not available: choose from "
+                f"{self._callback_tensor_inputs}"
+            )
+
+    def check_generator(self, generator, batch_size: int) -> None:
+        generators = generator if isinstance(generator, (list, tuple)) else [generator]
+        if isinstance(generator, (list, tuple)) and len(generator) != batch_size:
+            raise ValueError(
+                f"got a list of {len(generator)} generators for {batch_size} images (labels x num_images_per_label): "
+                "pass one torch.Generator, or exactly one per image"
+            )
+        for g in generators:
+            if g is not None and g.device.type != self.device.type:
+                raise ValueError(
+                    f"generator is on {g.device} but the pipeline runs on {self.device}; "
+                    f"create it with torch.Generator(device={str(self.device)!r})"
+                )
+
     @torch.no_grad()
     def __call__(
         self,
@@ -85,48 +135,82 @@ class LlamaGenPipeline(DiffusionPipeline):
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         num_images_per_label: int = 1,
         output_type: str = "pil",
         return_dict: bool = True,
         use_cache: bool = True,
+        callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict], dict]
+        | PipelineCallback
+        | MultiPipelineCallbacks
+        | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Generate one image per class label.
 
         Args:
             class_labels (`int`, `list[int]` or `torch.Tensor`): Classes in `[0, transformer.config.num_classes)`.
-            guidance_scale (`float`, defaults to 4.0): Classifier-free guidance scale; `1.0` samples from the
-                conditional model alone (no doubled batch).
+            guidance_scale (`float`, defaults to 4.0): Classifier-free guidance scale: guided logits = uncond +
+                (cond - uncond) * scale. `1.0` samples the conditional model alone (no doubled batch), `0.0` the
+                unconditional model, > 1 strengthens the class, < 0 pushes away from it; NaN / inf are errors.
             guidance_schedule (`str`, defaults to `"constant"`): `"constant"`, or `"linear"` / `"cosine"` ramps from
                 1 at the first token to `guidance_scale` at the last.
             temperature (`float`, defaults to 1.0): Softmax temperature; 0 is greedy.
             top_k (`int`, *optional*): Keep only the k most likely tokens (LlamaGen's demo: 2000 for 16,384 codes).
             top_p (`float`, defaults to 1.0): Nucleus sampling mass.
-            generator (`torch.Generator`, *optional*): For reproducible samples; must live on the pipeline's device.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): For reproducible samples: one
+                generator, or one per image (labels x `num_images_per_label`; image i then depends on generator i
+                only). Must live on the pipeline's device.
             num_images_per_label (`int`, defaults to 1): Images per class label.
-            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, C) in [0, 1] or `"pt"` (B, C, H, W)
-                in [0, 1].
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"` (B, H, W, C) in [0, 1], `"pt"` (B, C, H, W)
+                in [0, 1], or `"latent"`: the sampled token ids (B, h, w), not decoded.
             return_dict (`bool`, defaults to `True`): Return an `ImagePipelineOutput` instead of a tuple.
             use_cache (`bool`, defaults to `True`): Static KV cache; `False` recomputes the prefix every step.
+            callback_on_step_end (`Callable`, `PipelineCallback` or `MultiPipelineCallbacks`, *optional*): Called
+                after each token as `callback_on_step_end(pipe, step, step, callback_kwargs)` (a token index stands
+                for the timestep), with the tensors named in `callback_on_step_end_tensor_inputs`: `"latents"`, the
+                token grid (B, h, w) filled up to token `step` in raster order (what `output_type="latent"`
+                returns), and `"logits"` (B, vocab), the guided logits token `step` was drawn from. It returns a dict
+                (diffusers' convention); a `"latents"` entry replaces the token grid (the token at `step` is what is
+                fed next), and setting `pipe._guidance_scale` changes the scale of the next tokens.
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors passed to the callback; defaults
+                to `["latents"]`.
 
         Returns:
             [`ImagePipelineOutput`] with `images`, or `(images,)` when `return_dict=False`.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if num_images_per_label < 1:
-            raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}")
-        if generator is not None and generator.device.type != self.device.type:
-            raise ValueError(
-                f"generator is on {generator.device} but the pipeline runs on {self.device}; "
-                f"create it with torch.Generator(device={str(self.device)!r})"
-            )
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if callback_on_step_end_tensor_inputs is None:
+            callback_on_step_end_tensor_inputs = ["latents"]
+        self.check_inputs(
+            output_type, num_images_per_label, guidance_scale, callback_on_step_end_tensor_inputs
+        )
         labels = self.transformer.check_class_labels(class_labels, allow_null=False)
         labels = labels.repeat_interleave(num_images_per_label)
+        self.check_generator(generator, labels.shape[0])
+
+        self._guidance_scale = guidance_scale
+        grid = tuple(self.transformer.config.grid_size)
+        step_callback = None
+        if callback_on_step_end is not None:
+
+            def step_callback(step: int, tensors: dict) -> dict:
+                tensors = {"latents": tensors["tokens"].view(-1, *grid), "logits": tensors["logits"]}
+                callback_kwargs = {k: tensors[k] for k in callback_on_step_end_tensor_inputs}
+                outputs = callback_on_step_end(self, step, step, callback_kwargs) or {}
+                return {"tokens": outputs.get("latents"), "guidance_scale": self._guidance_scale}
 
         num_tokens = self.transformer.num_image_tokens
+        self._num_timesteps = num_tokens
         with self.progress_bar(total=num_tokens) as progress:
+
+            def on_step(step: int, tensors: dict) -> dict | None:
+                returned = step_callback(step, tensors) if step_callback is not None else None
+                progress.update()
+                return returned
+
             tokens = self.transformer.sample(
                 labels,
                 guidance_scale=guidance_scale,
@@ -136,8 +220,12 @@ class LlamaGenPipeline(DiffusionPipeline):
                 top_p=top_p,
                 generator=generator,
                 use_cache=use_cache,
-                callback=lambda step, total: progress.update(),
+                callback_on_step_end=on_step,
+                progress_bar=False,
             )  # (B, h, w)
+        if output_type == "latent":
+            self.maybe_free_model_hooks()
+            return ImagePipelineOutput(images=tokens) if return_dict else (tokens,)
         tokens = tokens.to(self.vqvae.device)
         images = self.vqvae.decode(tokens, force_not_quantize=True).sample  # (B, C, H, W) in ~[-1, 1]
         images = (images.float().clamp(-1, 1) + 1) / 2
