@@ -32,6 +32,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import CausalLMOutput
 
 from .configuration_llamagen import LlamaGenConfig
+from .hub_mixin import HubPushMixin
 
 GUIDANCE_SCHEDULES = ("constant", "linear", "cosine")
 
@@ -199,7 +200,7 @@ def sample_from_logits(
 
 
 # --------------------------------------------------------------------------------------------------- models
-class LlamaGenPreTrainedModel(PreTrainedModel):
+class LlamaGenPreTrainedModel(HubPushMixin, PreTrainedModel):
     config_class = LlamaGenConfig
     base_model_prefix = "llamagen"
     main_input_name = "input_ids"

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 
+from ..models.hub_mixin import HubPushMixin
 from ..models.modeling_llamagen import LlamaGenForConditionalGeneration
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 
 
-class LlamaGenPipeline(DiffusionPipeline):
+class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
     r"""
     Class-conditional image generation with a LlamaGen GPT over the tokens of a VQ tokenizer.
 
