@@ -453,6 +453,13 @@ def _model_files(folder: Path, prefix: str, files: dict[str, Path], pickles: lis
             left.append(prefix + rel)
 
 
+def _is_hub_reference(value: str) -> bool:
+    """``org/name`` or ``org/name/path/file.ext`` (a file in a Hub repo) that is not a local path."""
+    pattern = r"[\w-][\w.-]*/[\w.-]+(/[\w.-]+)*"
+    hub_file = value.count("/") == 1 or Path(value).suffix != ""
+    return re.fullmatch(pattern, value) is not None and hub_file and not _looks_local(value) and not Path(value).exists()
+
+
 def sanitize_training_config(config: Mapping[str, Any]) -> dict:
     """``training_config.json`` without local paths: the path-valued options (``output_dir``, ``data_dir``,
     ``init_from``, ``tokenizer``, ...) keep a Hub id or a plain name (``fashion_mnist``, ``latest``) and become None
@@ -467,7 +474,7 @@ def sanitize_training_config(config: Mapping[str, Any]) -> dict:
             return value
         if key in ("output_dir", "data_dir", "logging_dir") or _looks_local(value):
             return None
-        if key in PATH_KEYS and ("/" in value or "\\" in value) and not _is_repo_id(value):
+        if key in PATH_KEYS and ("/" in value or "\\" in value) and not _is_hub_reference(value):
             return None
         return value
 

@@ -590,3 +590,100 @@ def test_push_refuses_pickled_weights_before_contacting_the_hub(tmp_path):
     (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ValueError, match="No .safetensors weights"):
         push_to_hub(tmp_path, "org/x")
+
+
+# ---------------------------------------------------------------------------------------------------- push_to_hub
+METHOD_PUSHES = [c for c in CASES if c.push == "model"]
+
+
+@pytest.mark.parametrize("case", METHOD_PUSHES, ids=[c.name for c in METHOD_PUSHES])
+def test_model_push_to_hub_writes_the_package_card(hub_run, case):
+    """``push_to_hub`` of FVQModel, VQGANLCModel, the generator and the pipeline (diffusers' / transformers' method
+    names) uploads the card ``fullvq push`` renders, not the libraries' blank template."""
+    from huggingface_hub import ModelCard
+
+    readme = hub_run["online"]["repos"][f"{case.repo_id}@main"]["readme"]
+    expected = render_model_card(
+        None, hub_run["root"] / case.src, results=case.push_kwargs.get("results"), repo_id=case.repo_id
+    )
+    assert readme == str(expected)
+    card = ModelCard(readme)
+    assert "fullvq_hf" in card.data.tags and "arXiv:2406.06525" in card.text  # LlamaGen is cited by every kind
+    assert "This is the model card of a 🧨 diffusers model" not in readme and "Model Card for Model ID" not in readme
+
+
+def test_card_results_are_model_index_metadata_on_the_hub(hub_run):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(hub_run["online"]["repos"]["org/vqgan-lc-tiny@main"]["readme"])
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"usage": 0.5, "psnr": 20.25}  # num_images is not a metric
+    assert {r.task_type for r in card.data.eval_results} == {"image-feature-extraction"}
+    assert card.data.model_name == "vqgan-lc-tiny"
+    trained = ModelCard(hub_run["online"]["repos"]["org/trained@main"]["readme"])
+    local = json.loads((hub_run["root"] / "trained" / "results.json").read_text())
+    by_metric = {r.metric_type: r for r in trained.data.eval_results}
+    assert by_metric["psnr"].metric_value == pytest.approx(local["psnr"])
+    assert by_metric["frechet_distance"].metric_args == {"feature_extractor": "fashion-mnist-classifier"}
+    assert {r.dataset_type for r in trained.data.eval_results} == {"zalando-datasets/fashion_mnist"}
+    assert {r.dataset_split for r in trained.data.eval_results} == {"test"}
+
+
+def test_pushed_training_config_holds_no_local_path(hub_run):
+    root = hub_run["root"]
+    local = json.loads((root / "trained" / "training_config.json").read_text())
+    assert str(root) in json.dumps(local)  # the trainer recorded its output folder
+    pushed = hub_run["hub"].files("org/trained", "main")["training_config.json"].decode()
+    assert str(root) not in pushed and str(Path.home()) not in pushed and "/tmp" not in pushed
+    pushed = json.loads(pushed)
+    assert pushed["output_dir"] is None and pushed["preset"] == "cpu-tiny" and pushed["max_steps"] == 2
+    assert {k for k in local if pushed[k] != local[k]} == {"output_dir"}
+
+
+# ---------------------------------------------------------------------------------------------------- what travels
+def test_push_collects_only_weights_configs_results_and_the_latest_grid(tmp_path):
+    from fullvq_hf.hub import _collect_files
+
+    run = tmp_path / "run"
+    tiny_fvq().save_pretrained(run / "model")
+    tiny_fvq().save_pretrained(run / "model-train")
+    stray = ["model/notes.txt", "model/extra/settings.json", "model/debug.png", "secrets.json", "samples/x.txt",
+             "logs/events.out.tfevents.1", "checkpoints/checkpoint-2/optimizer.bin", "model-train/run.log"]  # fmt: skip
+    for name in [*stray, "samples/step-00000002.png", "samples/step-00000004.png"]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+    (run / "results.json").write_text(json.dumps({"usage": 0.5, "feature_extractor": str(tmp_path / "fx.safetensors")}))
+    (run / "training_config.json").write_text(json.dumps({
+        "output_dir": str(run), "data_dir": "/data/imagenet", "dataset": "imagefolder", "init_from": "org/base",
+        "tokenizer": str(tmp_path / "tok"), "codes": "./codes", "preset": "cpu-tiny", "eval_split": "test",
+        "lc_codebook": "~/codebook.safetensors", "perceptual_weights": "org/vgg/vgg.safetensors",
+    }))  # fmt: skip
+    files, sample = _collect_files(run, "fvq_tokenizer")
+    assert set(files) == {
+        "config.json", "diffusion_pytorch_model.safetensors", "model-train/config.json",
+        "model-train/diffusion_pytorch_model.safetensors", "results.json", "training_config.json",
+        "reconstructions.png",
+    }  # fmt: skip
+    assert sample == "reconstructions.png" and files[sample] == run / "samples" / "step-00000004.png"
+    config = json.loads(files["training_config.json"])
+    assert config == {
+        "output_dir": None, "data_dir": None, "dataset": "imagefolder", "init_from": "org/base", "tokenizer": None,
+        "codes": None, "preset": "cpu-tiny", "eval_split": "test", "lc_codebook": None,
+        "perceptual_weights": "org/vgg/vgg.safetensors",  # a file in a Hub repo
+    }  # fmt: skip
+    assert json.loads(files["results.json"]) == {"usage": 0.5, "feature_extractor": None}
+    # a generator run's grid is a sample grid
+    assert _collect_files(run, "llamagen_generator")[1] == "samples.png"
+
+
+def test_push_of_a_model_folder_leaves_stray_files_home(tmp_path, caplog):
+    from fullvq_hf.hub import _collect_files
+
+    tiny_fvq().save_pretrained(tmp_path)
+    for name in ["notes.txt", "debug.png", "sub/settings.json", "README.md"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    with caplog.at_level("WARNING", logger="fullvq_hf.hub"):
+        files, sample = _collect_files(tmp_path, "fvq_tokenizer")
+    assert set(files) == {"config.json", "diffusion_pytorch_model.safetensors"} and sample is None
+    assert "debug.png" in caplog.text and "sub/settings.json" in caplog.text

@@ -17,6 +17,9 @@ the class runs as remote code without the package, the import fails and the libr
 from __future__ import annotations
 
 import inspect
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 
@@ -62,6 +65,27 @@ class HubPushMixin:
             token=token, revision=revision, create_pr=create_pr, subfolder=subfolder, results=results,
             base_model=base_model, tags=tags, save_kwargs=save_kwargs,
         )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args: Any, **kwargs: Any):
+        """The library's ``from_pretrained``; a pipeline folder that also holds the remote code of a push (a Hub
+        snapshot after a ``trust_remote_code=True`` load in the same cache) loads with the package's classes from a
+        view of the folder without the ``.py`` files (diffusers would otherwise run, or ask to trust, that code)."""
+        folder = Path(str(pretrained_model_name_or_path))
+        if not (folder / "model_index.json").is_file() or not any(folder.glob("*.py")):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)  # type: ignore[misc]
+        with tempfile.TemporaryDirectory(prefix="fullvq_hf-no-code-") as view:
+            for path in folder.rglob("*"):
+                if path.is_file() and path.suffix != ".py":
+                    link = Path(view) / path.relative_to(folder)
+                    link.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        link.symlink_to(path.resolve())
+                    except OSError:  # no symlinks (Windows without the privilege)
+                        shutil.copy2(path, link)
+            loaded = super().from_pretrained(view, *args, **kwargs)  # type: ignore[misc]
+        loaded.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
+        return loaded
 
     @classmethod
     def extract_init_dict(cls, config_dict: dict[str, Any], **kwargs: Any):
