@@ -12,7 +12,15 @@ Four kinds of checkpoint, one jinja2 card template each in ``fullvq_hf/model_car
 (``FVQModel``), ``vqgan_lc_tokenizer`` (``VQGANLCModel``), ``llamagen_generator`` (transformers config with
 ``model_type: llamagen``) and ``llamagen_pipeline`` (a diffusers ``model_index.json``). The YAML metadata at the
 top of each card comes from huggingface_hub's ``ModelCardData``; the results table from the ``results.json`` the
-trainers write; the training recipe from ``training_config.json``.
+trainers write (and as ``model-index`` metadata: huggingface_hub ``EvalResult``s); the training recipe from
+``training_config.json``.
+
+A push uploads, in ONE commit, exactly: the card (``README.md``), the safetensors weights and configs of the model
+and of a pipeline's components, ``results.json``, for a training run ``training_config.json`` (local paths removed)
+and the latest sample grid, and the remote code of ``fullvq_hf.remote_code`` (``fullvq_hf.py`` + ``auto_map``; a
+pipeline's custom pipeline and component files) so that diffusers / transformers load the repo with
+``trust_remote_code=True`` where the package is not installed. ``model.push_to_hub(repo_id)`` of every model and of
+the pipeline comes here too (``fullvq_hf.models.hub_mixin``).
 
 Pulling needs nothing from here: ``FVQModel.from_pretrained("org/name", subfolder=..., revision=...)``.
 """
@@ -80,7 +88,9 @@ def kind_from_config(config: Mapping[str, Any]) -> str:
     """The card kind of a model config (diffusers ``config.json``, transformers ``config.json`` or a pipeline's
     ``model_index.json``)."""
     name = config.get("_class_name", "")
-    name = str(name[-1] if isinstance(name, list | tuple) and name else name)  # ["fullvq_hf", "LlamaGenPipeline"]
+    name = str(
+        name[-1] if isinstance(name, list | tuple) and name else name
+    )  # ["fullvq_hf", "LlamaGenPipeline"]
     if name == "FVQModel":
         return "fvq_tokenizer"
     if name == "VQGANLCModel":
@@ -437,7 +447,9 @@ def _is_pushed(rel: str) -> bool:
     return name in CONFIG_FILES or name.endswith(WEIGHT_SUFFIXES)
 
 
-def _model_files(folder: Path, prefix: str, files: dict[str, Path], pickles: list[str], left: list[str]) -> None:
+def _model_files(
+    folder: Path, prefix: str, files: dict[str, Path], pickles: list[str], left: list[str]
+) -> None:
     """Weights and configs of a ``save_pretrained`` folder: its own, and those of its component folders (a
     pipeline's ``model_index.json`` names them; any sub-folder holding a ``config.json`` counts too)."""
     for path in sorted(folder.rglob("*")):
@@ -457,7 +469,12 @@ def _is_hub_reference(value: str) -> bool:
     """``org/name`` or ``org/name/path/file.ext`` (a file in a Hub repo) that is not a local path."""
     pattern = r"[\w-][\w.-]*/[\w.-]+(/[\w.-]+)*"
     hub_file = value.count("/") == 1 or Path(value).suffix != ""
-    return re.fullmatch(pattern, value) is not None and hub_file and not _looks_local(value) and not Path(value).exists()
+    return (
+        re.fullmatch(pattern, value) is not None
+        and hub_file
+        and not _looks_local(value)
+        and not Path(value).exists()
+    )
 
 
 def sanitize_training_config(config: Mapping[str, Any]) -> dict:
@@ -511,7 +528,11 @@ def _collect_files(root: Path, kind: str | None = None) -> tuple[dict[str, Path 
             files["training_config.json"] = (json.dumps(config, indent=2) + "\n").encode()
         grids = sorted((root / "samples").glob("*.png")) if (root / "samples").is_dir() else []
         if grids:
-            sample = "samples.png" if kind in ("llamagen_generator", "llamagen_pipeline") else "reconstructions.png"
+            sample = (
+                "samples.png"
+                if kind in ("llamagen_generator", "llamagen_pipeline")
+                else "reconstructions.png"
+            )
             files[sample] = grids[-1]
     if pickles:
         raise ValueError(
@@ -521,7 +542,9 @@ def _collect_files(root: Path, kind: str | None = None) -> tuple[dict[str, Path 
     if not any(p.endswith(".safetensors") for p in files):
         raise ValueError(f"No .safetensors weights found in {root}; nothing to push.")
     if left and not trainer_output:
-        logger.warning("Not pushing %d file(s) that are neither weights nor configs: %s", len(left), left[:20])
+        logger.warning(
+            "Not pushing %d file(s) that are neither weights nor configs: %s", len(left), left[:20]
+        )
     return files, sample
 
 
@@ -586,7 +609,9 @@ def push_to_hub(
             readme = str(card).encode()
         operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
     operations += [
-        CommitOperationAdd(path_in_repo=prefix + path, path_or_fileobj=src if isinstance(src, bytes) else str(src))
+        CommitOperationAdd(
+            path_in_repo=prefix + path, path_or_fileobj=src if isinstance(src, bytes) else str(src)
+        )
         for path, src in files.items()
     ]
     api = HfApi(token=token)
@@ -612,13 +637,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--base-model", help="Hub id the weights were converted or fine-tuned from (card metadata)"
     )
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    p.add_argument(
+        "--no-remote-code",
+        action="store_true",
+        help="do not upload the package's model code (then loading needs `pip install fullvq_hf`)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None, prog: str | None = None):
     args = build_parser(prog).parse_args(argv)
     info = push_to_hub(args.local_dir, args.repo_id, private=args.private, revision=args.revision,
-                       commit_message=args.commit_message, token=args.token, base_model=args.base_model)  # fmt: skip
+                       commit_message=args.commit_message, token=args.token, base_model=args.base_model,
+                       remote_code=not args.no_remote_code)  # fmt: skip
     print(info.commit_url)
     return info
 

@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "fullvq_hf"
-BUNDLE_NAME = "fullvq_hf"  # the module (file) name in a repo: library name of the components in model_index.json
+BUNDLE_NAME = (
+    "fullvq_hf"  # the module (file) name in a repo: library name of the components in model_index.json
+)
 BUNDLE_FILE = f"{BUNDLE_NAME}.py"
 
 # Every execution of one bundle in a process must give the SAME class objects: diffusers executes a pipeline's
@@ -52,7 +54,7 @@ BUNDLE_FILE = f"{BUNDLE_NAME}.py"
 # loads, so the pipeline would otherwise meet a transformer of another execution's class (isinstance fails). The
 # first execution's definitions are kept in a registry module keyed by the bundle's content hash.
 _REGISTRY = "_fullvq_hf_remote_code"
-_SHARE_DEFINITIONS = f'''
+_SHARE_DEFINITIONS = f"""
 
 # ---- one set of classes per process for this code (see the header) ----
 import sys as _sys
@@ -63,7 +65,7 @@ if _FULLVQ_BUNDLE_ID in _registry:
     globals().update(_registry[_FULLVQ_BUNDLE_ID])
 else:
     _registry[_FULLVQ_BUNDLE_ID] = {{k: v for k, v in globals().items() if not k.startswith("__")}}
-'''
+"""
 
 _HEADER = '''"""{package} {version}: {classes}, in one file.
 
@@ -111,14 +113,20 @@ def _target(node: ast.ImportFrom, module: str) -> str | None:
 def _defining_module(package: str, name: str) -> str:
     """The package module that defines ``name`` re-exported by ``package`` (a package ``__init__``)."""
     obj = getattr(importlib.import_module(package), name)
-    candidates = [getattr(obj, "__module__", None)] + sorted(m for m in sys.modules if m.startswith(package + "."))
+    candidates = [getattr(obj, "__module__", None)] + sorted(
+        m for m in sys.modules if m.startswith(package + ".")
+    )
     for candidate in candidates:
         if candidate and candidate.startswith(PACKAGE) and not _is_package(candidate):
-            if name in _top_level_definitions(ast.parse(_source(candidate))) and getattr(
-                sys.modules.get(candidate) or importlib.import_module(candidate), name, None
-            ) is obj:
+            if (
+                name in _top_level_definitions(ast.parse(_source(candidate)))
+                and getattr(sys.modules.get(candidate) or importlib.import_module(candidate), name, None)
+                is obj
+            ):
                 return candidate
-    raise BundleError(f"Cannot tell which module of {package} defines {name!r}; import it from its own module.")
+    raise BundleError(
+        f"Cannot tell which module of {package} defines {name!r}; import it from its own module."
+    )
 
 
 def _resolve(node: ast.ImportFrom, module: str) -> list[tuple[str, str, str]]:
@@ -130,7 +138,9 @@ def _resolve(node: ast.ImportFrom, module: str) -> list[tuple[str, str, str]]:
         if alias.name == "*":
             raise BundleError(f"{module}: `from {target} import *` cannot be bundled; import the names.")
         if _is_package(target):
-            if importlib.util.find_spec(f"{target}.{alias.name}") is not None and _is_module_name(target, alias.name):
+            if importlib.util.find_spec(f"{target}.{alias.name}") is not None and _is_module_name(
+                target, alias.name
+            ):
                 raise BundleError(
                     f"{module}: `from {target} import {alias.name}` imports a module; import the names it defines."
                 )
@@ -206,7 +216,9 @@ def module_closure(modules: Iterable[str]) -> list[str]:
         tree = ast.parse(_source(module))
         for stmt in _walk_top_level(tree):
             if isinstance(stmt, ast.Import) and any(a.name.split(".")[0] == PACKAGE for a in stmt.names):
-                raise BundleError(f"{module}: `import {PACKAGE}...` cannot be bundled; use `from ... import name`.")
+                raise BundleError(
+                    f"{module}: `import {PACKAGE}...` cannot be bundled; use `from ... import name`."
+                )
             if isinstance(stmt, ast.ImportFrom) and _target(stmt, module):
                 for dependency, _, _ in _resolve(stmt, module):
                     visit(dependency)
@@ -244,7 +256,9 @@ def _rewrite_module(module: str, bundled: set[str]) -> str:
     for stmt in body:
         if isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__":
             edits.append((stmt.lineno - 1, stmt.end_lineno, ""))
-        elif isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in stmt.targets):
+        elif isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in stmt.targets
+        ):
             edits.append((stmt.lineno - 1, stmt.end_lineno, ""))
     for node in ast.walk(tree):
         if not isinstance(node, ast.ImportFrom) or not _target(node, module):
@@ -260,7 +274,9 @@ def _rewrite_module(module: str, bundled: set[str]) -> str:
             groups: dict[str, list[str]] = {}
             for dep, n, b in resolved:
                 groups.setdefault(dep, []).append(f"{n} as {b}" if b != n else n)
-            imports = "".join(f"{indent}    from {dep} import {', '.join(ns)}\n" for dep, ns in groups.items())
+            imports = "".join(
+                f"{indent}    from {dep} import {', '.join(ns)}\n" for dep, ns in groups.items()
+            )
             message = (
                 f"{names} come from the {PACKAGE} package, which this file (loaded as remote code) does not "
                 f"include: pip install {PACKAGE}"
@@ -297,12 +313,16 @@ def bundle_source(classes: Iterable[type]) -> str:
     roots = []
     for cls in classes:
         if not cls.__module__.startswith(PACKAGE + "."):
-            raise BundleError(f"{cls.__qualname__} is not a {PACKAGE} class; only the package's code is bundled.")
+            raise BundleError(
+                f"{cls.__qualname__} is not a {PACKAGE} class; only the package's code is bundled."
+            )
         roots.append(cls.__module__)
     modules = module_closure(roots)
     for module in modules:
         if "from __future__ import annotations" not in _source(module):
-            raise BundleError(f"{module} lacks `from __future__ import annotations`, which the bundle applies to all.")
+            raise BundleError(
+                f"{module} lacks `from __future__ import annotations`, which the bundle applies to all."
+            )
     _check_collisions(modules)
     from . import __version__
 
@@ -332,7 +352,10 @@ def _config_classes(config: Mapping[str, Any]) -> tuple[list[type], dict[str, st
         model, conf = _package_class(archs[0]), _package_class("LlamaGenConfig")
         if model is None or conf is None:
             return [], {}
-        return [model, conf], {"AutoConfig": f"{BUNDLE_NAME}.{conf.__name__}", "AutoModel": f"{BUNDLE_NAME}.{model.__name__}"}
+        return [model, conf], {
+            "AutoConfig": f"{BUNDLE_NAME}.{conf.__name__}",
+            "AutoModel": f"{BUNDLE_NAME}.{model.__name__}",
+        }
     cls = _package_class(str(config.get("_class_name", "")))
     if cls is None:
         return [], {}
@@ -400,4 +423,11 @@ def remote_code_files(files: Mapping[str, Path | bytes]) -> dict[str, bytes]:
     return out
 
 
-__all__ = ["BUNDLE_FILE", "BUNDLE_NAME", "BundleError", "bundle_source", "module_closure", "remote_code_files"]
+__all__ = [
+    "BUNDLE_FILE",
+    "BUNDLE_NAME",
+    "BundleError",
+    "bundle_source",
+    "module_closure",
+    "remote_code_files",
+]

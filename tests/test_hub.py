@@ -106,9 +106,17 @@ CASES = [
     Case(
         "train-form", "org/trained", FVQ, None, None, "trained/model-train", pull={"subfolder": "model-train"}
     ),
-    Case("generator", "org/llamagen-gpt-tiny", GPT, "model", "gpt", "gpt", probe="hub_probes:probe_generator"),
     Case(
-        "pipeline", "org/llamagen-tiny", PIPE, "model", "llamagen", "llamagen", probe="hub_probes:probe_pipeline"
+        "generator", "org/llamagen-gpt-tiny", GPT, "model", "gpt", "gpt", probe="hub_probes:probe_generator"
+    ),
+    Case(
+        "pipeline",
+        "org/llamagen-tiny",
+        PIPE,
+        "model",
+        "llamagen",
+        "llamagen",
+        probe="hub_probes:probe_pipeline",
     ),
     Case(
         "pipeline-vqvae", "org/llamagen-tiny", FVQ, None, None, "llamagen/vqvae", pull={"subfolder": "vqvae"}
@@ -330,7 +338,11 @@ def load_without_the_package(hub: HubServer, cases: list[Case], tmp: Path) -> di
     probes."""
     python = venv_without_the_package(tmp / "venv-no-package")
     (tmp / "no-package").mkdir()
-    specs = [{**case.__dict__, "load": NO_PACKAGE_LOADS[case.name]} for case in cases if case.name in NO_PACKAGE_LOADS]
+    specs = [
+        {**case.__dict__, "load": NO_PACKAGE_LOADS[case.name]}
+        for case in cases
+        if case.name in NO_PACKAGE_LOADS
+    ]
     seen = hub_client(NO_PACKAGE_SCRIPT, endpoint=hub.endpoint, hf_home=tmp / "home-no-package", python=python,
                       package=False, cwd=tmp, args=[str(tmp / "no-package"), json.dumps(specs)])  # fmt: skip
     seen["probes"] = {s["name"]: load_file(tmp / "no-package" / f"{s['name']}.safetensors") for s in specs}
@@ -608,8 +620,13 @@ def test_model_push_to_hub_writes_the_package_card(hub_run, case):
     )
     assert readme == str(expected)
     card = ModelCard(readme)
-    assert "fullvq_hf" in card.data.tags and "arXiv:2406.06525" in card.text  # LlamaGen is cited by every kind
-    assert "This is the model card of a 🧨 diffusers model" not in readme and "Model Card for Model ID" not in readme
+    assert (
+        "fullvq_hf" in card.data.tags and "arXiv:2406.06525" in card.text
+    )  # LlamaGen is cited by every kind
+    assert (
+        "This is the model card of a 🧨 diffusers model" not in readme
+        and "Model Card for Model ID" not in readme
+    )
 
 
 def test_card_results_are_model_index_metadata_on_the_hub(hub_run):
@@ -652,7 +669,9 @@ def test_push_collects_only_weights_configs_results_and_the_latest_grid(tmp_path
     for name in [*stray, "samples/step-00000002.png", "samples/step-00000004.png"]:
         (run / name).parent.mkdir(parents=True, exist_ok=True)
         (run / name).write_bytes(b"x")
-    (run / "results.json").write_text(json.dumps({"usage": 0.5, "feature_extractor": str(tmp_path / "fx.safetensors")}))
+    (run / "results.json").write_text(
+        json.dumps({"usage": 0.5, "feature_extractor": str(tmp_path / "fx.safetensors")})
+    )
     (run / "training_config.json").write_text(json.dumps({
         "output_dir": str(run), "data_dir": "/data/imagenet", "dataset": "imagefolder", "init_from": "org/base",
         "tokenizer": str(tmp_path / "tok"), "codes": "./codes", "preset": "cpu-tiny", "eval_split": "test",

@@ -54,7 +54,10 @@ def test_bundled_tokenizer_and_generator_match_the_package(tmp_path):
     code = rc.bundle_source([LlamaGenForConditionalGeneration, LlamaGenConfig])
     bundle = exec_bundle(code, tmp_path / "gpt_bundle.py", "gpt_bundle_under_test")
     loaded = bundle.LlamaGenForConditionalGeneration.from_pretrained(tmp_path / "gpt")
-    assert_same(probe_generator(loaded), probe_generator(LlamaGenForConditionalGeneration.from_pretrained(tmp_path / "gpt")))
+    assert_same(
+        probe_generator(loaded),
+        probe_generator(LlamaGenForConditionalGeneration.from_pretrained(tmp_path / "gpt")),
+    )
 
 
 def test_executions_of_one_bundle_share_their_classes(tmp_path):
@@ -74,7 +77,9 @@ def test_out_of_bundle_imports_fail_clearly_without_the_package(tmp_path, monkey
     assert "from fullvq_hf.convert" in code  # a lazy converter import, kept absolute and guarded
     bundle = exec_bundle(code, tmp_path / "fvq_guarded.py", "fvq_guarded_under_test")
     model = bundle.FVQModel.from_preset("tiny", None, codebook_size=64, codebook_dim=8, quantizer_type="vq")
-    monkeypatch.setitem(sys.modules, "fullvq_hf.convert.diffusers_vq", None)  # as if fullvq_hf were not installed
+    monkeypatch.setitem(
+        sys.modules, "fullvq_hf.convert.diffusers_vq", None
+    )  # as if fullvq_hf were not installed
     with pytest.raises(ImportError, match="pip install fullvq_hf"):
         model.to_diffusers_vqmodel()
 
@@ -115,7 +120,9 @@ def test_bundler_flattens_aliases_and_package_reexports(fake_package):
     text = "".join(rc._rewrite_module(m, {"fakepkg.a", "fakepkg.b"}) for m in ["fakepkg.a", "fakepkg.b"])
     namespace: dict = {}
     exec(compile("from __future__ import annotations\n" + text, "bundle", "exec"), namespace)
-    assert namespace["Child"]().lazy() is namespace["Base"] and issubclass(namespace["Child"], namespace["Base"])
+    assert namespace["Child"]().lazy() is namespace["Base"] and issubclass(
+        namespace["Child"], namespace["Base"]
+    )
     assert fakepkg.b.Child.x == 1
 
 
@@ -132,15 +139,21 @@ def test_bundler_refuses_two_modules_defining_one_name(fake_package):
 def test_remote_code_files_of_a_pipeline_folder(tmp_path):
     config = LlamaGenConfig(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                             num_classes=4, grid_size=4)  # fmt: skip
-    pipe = LlamaGenPipeline(transformer=LlamaGenForConditionalGeneration(config), vqvae=tiny_fvq(sample_size=8))
+    pipe = LlamaGenPipeline(
+        transformer=LlamaGenForConditionalGeneration(config), vqvae=tiny_fvq(sample_size=8)
+    )
     pipe.save_pretrained(tmp_path)
     files = {p.relative_to(tmp_path).as_posix(): p for p in tmp_path.rglob("*.json")}
     out = rc.remote_code_files(files)
     index = json.loads(out["model_index.json"])
     assert index["_class_name"] == ["fullvq_hf.pipelines.pipeline_llamagen", "LlamaGenPipeline"]
     assert index["vqvae"] == ["fullvq_hf.models.modeling_fvq", "FVQModel"]
-    assert set(out) == {"model_index.json", "fullvq_hf.pipelines.pipeline_llamagen.py",
-                        "transformer/fullvq_hf.models.modeling_llamagen.py", "vqvae/fullvq_hf.models.modeling_fvq.py"}
+    assert set(out) == {
+        "model_index.json",
+        "fullvq_hf.pipelines.pipeline_llamagen.py",
+        "transformer/fullvq_hf.models.modeling_llamagen.py",
+        "vqvae/fullvq_hf.models.modeling_fvq.py",
+    }
     assert len({out[k] for k in out if k.endswith(".py")}) == 1  # one bundle, three copies
 
 
@@ -149,7 +162,9 @@ def test_the_package_loads_a_pipeline_folder_that_holds_remote_code(tmp_path):
     of the same snapshot must still load the package's classes (diffusers alone asks to trust the code)."""
     config = LlamaGenConfig(vocab_size=256, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                             num_classes=4, grid_size=4)  # fmt: skip
-    pipe = LlamaGenPipeline(transformer=LlamaGenForConditionalGeneration(config), vqvae=tiny_fvq(sample_size=8))
+    pipe = LlamaGenPipeline(
+        transformer=LlamaGenForConditionalGeneration(config), vqvae=tiny_fvq(sample_size=8)
+    )
     pipe.save_pretrained(tmp_path)
     files = {p.relative_to(tmp_path).as_posix(): p for p in tmp_path.rglob("*.json")}
     for path, content in rc.remote_code_files(files).items():
