@@ -247,7 +247,7 @@ def _rewrite_module(module: str, bundled: set[str]) -> str:
     tree = ast.parse(source)
     lines = source.splitlines(keepends=True)
     edits: list[tuple[int, int, str]] = []
-    top_level = set(map(id, _walk_top_level(tree)))
+    module_level = set(map(id, tree.body))
 
     body = tree.body
     if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
@@ -267,7 +267,7 @@ def _rewrite_module(module: str, bundled: set[str]) -> str:
         resolved = _resolve(node, module)
         if all(dep in bundled for dep, _, _ in resolved):
             aliases = [f"{indent}{bound} = {name}\n" for _, name, bound in resolved if bound != name]
-            keep_block = id(node) not in top_level  # a function body must stay non-empty
+            keep_block = id(node) not in module_level  # a function / if / try body must stay non-empty
             edits.append((start, end, "".join(aliases) or (f"{indent}pass\n" if keep_block else "")))
         else:  # e.g. a converter imported lazily by one method: works where the package is installed
             names = ", ".join(f"{n} as {b}" if b != n else n for _, n, b in resolved)

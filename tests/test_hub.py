@@ -310,6 +310,8 @@ for case in cases:
     classes[case["name"]] = [type(obj).__module__, type(obj).__name__]
     probe = getattr(hub_probes, case["probe"].split(":")[1])
     save_file(probe(obj), str(out / f"{case['name']}.safetensors"))
+    if case["name"] == "fvq":  # push_to_hub of remote code without the package: the library's own push
+        obj.push_to_hub("org/pushed-without-the-package")
 emit({"fullvq_hf": found, "classes": classes})
 """
 
@@ -388,6 +390,12 @@ def test_no_package_virtualenv_cannot_import_fullvq_hf(hub_run):
     assert seen["fullvq_hf"] is None  # ModuleNotFoundError there: every class below came from the repos' code
     for name, (module, _cls) in seen["classes"].items():
         assert module.startswith(("diffusers_modules.", "transformers_modules.")), (name, module)
+
+
+def test_push_to_hub_of_remote_code_without_the_package_is_the_libraries_push(hub_run):
+    files = hub_run["hub"].files("org/pushed-without-the-package", "main")
+    assert {"config.json", "diffusion_pytorch_model.safetensors"} <= set(files)
+    assert json.loads(files["config.json"])["_class_name"] == "FVQModel"
 
 
 @pytest.mark.parametrize("name", list(NO_PACKAGE_LOADS))
