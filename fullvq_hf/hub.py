@@ -45,7 +45,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parent / "model_cards"
 # are refused outright: loading them can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 CONFIG_FILES = ("config.json", "model_index.json", "generation_config.json")
-WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")
+SHARD_INDEX = r".+\.safetensors\.index(\.[\w-]+)?\.json"  # diffusers puts the variant before .json
 # training_config.json keys that name local files or folders (kept only when they hold a Hub id or a plain name)
 PATH_KEYS = ("output_dir", "data_dir", "resume", "logging_dir", "init_from", "tokenizer", "codes", "dataset",
              "lc_codebook", "perceptual_weights", "feature_extractor")  # fmt: skip
@@ -443,8 +443,11 @@ def render_model_card(
 
 # ---------------------------------------------------------------------------------------------------- push
 def _is_pushed(rel: str) -> bool:
+    """A config, safetensors weights (a variant, a shard) or their shard index (``*.safetensors.index[.fp16].json``)."""
     name = rel.rsplit("/", 1)[-1]
-    return name in CONFIG_FILES or name.endswith(WEIGHT_SUFFIXES)
+    return (
+        name in CONFIG_FILES or name.endswith(".safetensors") or re.fullmatch(SHARD_INDEX, name) is not None
+    )
 
 
 def _model_files(

@@ -714,3 +714,15 @@ def test_push_of_a_model_folder_leaves_stray_files_home(tmp_path, caplog):
         files, sample = _collect_files(tmp_path, "fvq_tokenizer")
     assert set(files) == {"config.json", "diffusion_pytorch_model.safetensors"} and sample is None
     assert "debug.png" in caplog.text and "sub/settings.json" in caplog.text
+
+
+def test_push_collects_variant_and_sharded_weights_with_their_index(tmp_path):
+    from fullvq_hf.hub import _collect_files
+
+    model = tiny_fvq()
+    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path, variant="fp16", max_shard_size="100KB")
+    on_disk = {p.name for p in tmp_path.iterdir()}
+    assert "diffusion_pytorch_model.safetensors.index.fp16.json" in on_disk and len(on_disk) > 4
+    files, _ = _collect_files(tmp_path, "fvq_tokenizer")
+    assert set(files) == on_disk
