@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 PACKAGE = "fullvq_hf"
-BUNDLE_NAME = (
-    "fullvq_hf"  # the module (file) name in a repo: library name of the components in model_index.json
-)
+# the module (file) name of the bundle in a model repo, as named by auto_map ("fullvq_hf.FVQModel")
+BUNDLE_NAME = "fullvq_hf"
 BUNDLE_FILE = f"{BUNDLE_NAME}.py"
 
 # Every execution of one bundle in a process must give the SAME class objects: diffusers executes a pipeline's
@@ -71,14 +70,15 @@ _HEADER = '''"""{package} {version}: {classes}, in one file.
 
 Assembled by fullvq_hf.remote_code so that this repository loads with ``trust_remote_code=True`` and without
 ``pip install fullvq_hf``, from the package modules
-    {modules}. With the package installed, prefer
-``from fullvq_hf import ...`` (no remote code is run). The code is the package's, unchanged but for its
-package-internal imports.
+    {modules}.
+With the package installed, prefer ``from fullvq_hf import ...`` (no remote code is run). The code is the
+package's, unchanged but for its package-internal imports and the class sharing at the end.
 """
 
 from __future__ import annotations
 
-_FULLVQ_BUNDLE_ID = "{bundle_id}"  # sha256 of this file's code: executions of the same code share classes
+# sha256 of this file's code: executions of the same code share their classes (see the end of the file)
+_FULLVQ_BUNDLE_ID = "{bundle_id}"
 '''
 
 
@@ -397,6 +397,7 @@ def remote_code_files(files: Mapping[str, Path | bytes]) -> dict[str, bytes]:
         components = {k: _library_class(v) for k, v in index.items() if not k.startswith("_")}
         components = {k: v for k, v in components.items() if v is not None}
         name = index.get("_class_name")
+        name = name[-1] if isinstance(name, list | tuple) and name else name  # a re-push of a pushed folder
         pipeline = _package_class(name) if isinstance(name, str) else None
         classes = ([pipeline] if pipeline else []) + list(dict.fromkeys(components.values()))
         if not classes:

@@ -160,6 +160,9 @@ def test_remote_code_files_of_a_pipeline_folder(tmp_path):
         "vqvae/fullvq_hf.models.modeling_fvq.py",
     }
     assert len({out[k] for k in out if k.endswith(".py")}) == 1  # one bundle, three copies
+    # pushing a folder that was pushed before (its model_index.json already rewritten) gives the same repo
+    again = rc.remote_code_files({**files, "model_index.json": out["model_index.json"]})
+    assert again == out
 
 
 def test_the_package_loads_a_pipeline_folder_that_holds_remote_code(tmp_path):
