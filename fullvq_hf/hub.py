@@ -12,7 +12,15 @@ Four kinds of checkpoint, one jinja2 card template each in ``fullvq_hf/model_car
 (``FVQModel``), ``vqgan_lc_tokenizer`` (``VQGANLCModel``), ``llamagen_generator`` (transformers config with
 ``model_type: llamagen``) and ``llamagen_pipeline`` (a diffusers ``model_index.json``). The YAML metadata at the
 top of each card comes from huggingface_hub's ``ModelCardData``; the results table from the ``results.json`` the
-trainers write; the training recipe from ``training_config.json``.
+trainers write (and as ``model-index`` metadata: huggingface_hub ``EvalResult``s); the training recipe from
+``training_config.json``.
+
+A push uploads, in ONE commit, exactly: the card (``README.md``), the safetensors weights and configs of the model
+and of a pipeline's components, ``results.json``, for a training run ``training_config.json`` (local paths removed)
+and the latest sample grid, and the remote code of ``fullvq_hf.remote_code`` (``fullvq_hf.py`` + ``auto_map``; a
+pipeline's custom pipeline and component files) so that diffusers / transformers load the repo with
+``trust_remote_code=True`` where the package is not installed. ``model.push_to_hub(repo_id)`` of every model and of
+the pipeline comes here too (``fullvq_hf.models.hub_mixin``).
 
 Pulling needs nothing from here: ``FVQModel.from_pretrained("org/name", subfolder=..., revision=...)``.
 """
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import tempfile
 from collections.abc import Mapping
@@ -30,11 +39,18 @@ from typing import Any
 KINDS = ("fvq_tokenizer", "vqgan_lc_tokenizer", "llamagen_generator", "llamagen_pipeline")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "model_cards"
 
-# Files a push may carry. Pickle-based weights are refused outright: loading them can run arbitrary code.
+# What a push carries, and nothing else: safetensors weights (and their shard index) and the configs save_pretrained
+# writes, in the model folder and in the component folders of a pipeline; a trainer's results.json,
+# training_config.json (local paths removed) and latest sample grid; the card; the remote code. Pickle-based weights
+# are refused outright: loading them can run arbitrary code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
-UPLOAD_SUFFIXES = (".safetensors", ".json", ".txt", ".png", ".jpg")
-# Folders of a training run that never go to the Hub (accelerate checkpoints hold pickled optimizer state).
-SKIPPED_DIRS = {"checkpoints", "logs", "samples", ".cache", ".git"}
+CONFIG_FILES = ("config.json", "model_index.json", "generation_config.json")
+SHARD_INDEX = r".+\.safetensors\.index(\.[\w-]+)?\.json"  # diffusers puts the variant before .json
+# training_config.json keys that name local files or folders (kept only when they hold a Hub id or a plain name)
+PATH_KEYS = ("output_dir", "data_dir", "resume", "logging_dir", "init_from", "tokenizer", "codes", "dataset",
+             "lc_codebook", "perceptual_weights", "feature_extractor")  # fmt: skip
+
+logger = logging.getLogger(__name__)
 
 HUB_DATASETS = {"fashion_mnist": "zalando-datasets/fashion_mnist"}  # local dataset names -> Hub dataset ids
 
@@ -71,7 +87,10 @@ CITATIONS = {
 def kind_from_config(config: Mapping[str, Any]) -> str:
     """The card kind of a model config (diffusers ``config.json``, transformers ``config.json`` or a pipeline's
     ``model_index.json``)."""
-    name = str(config.get("_class_name", ""))
+    name = config.get("_class_name", "")
+    name = str(
+        name[-1] if isinstance(name, list | tuple) and name else name
+    )  # ["fullvq_hf", "LlamaGenPipeline"]
     if name == "FVQModel":
         return "fvq_tokenizer"
     if name == "VQGANLCModel":
@@ -191,6 +210,46 @@ def _recipe_rows(config: Mapping[str, Any], results: Mapping[str, Any]) -> list[
     return rows
 
 
+def _eval_results(kind: str, results: Mapping[str, Any], config: Mapping[str, Any], model_name: str) -> list:
+    """huggingface_hub ``EvalResult``s (the card's ``model-index``) for every numeric result."""
+    from huggingface_hub import EvalResult
+
+    tokenizer = kind in ("fvq_tokenizer", "vqgan_lc_tokenizer")
+    task_type = "image-feature-extraction" if tokenizer else "unconditional-image-generation"
+    task_name = "Image tokenization (reconstruction)" if tokenizer else "Class-conditional image generation"
+    dataset = _hub_dataset(config.get("dataset") or config.get("codes")) or config.get("dataset") or "unknown"
+    dataset = dataset if not _looks_local(dataset) else "local"
+    out = []
+    for key, value in results.items():
+        if key in _NOT_METRICS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key == "frechet_distance" and results.get("feature_extractor"):
+            args = {"feature_extractor": str(results["feature_extractor"])}
+        else:
+            args = None
+        out.append(EvalResult(
+            task_type=task_type, task_name=task_name, dataset_type=dataset, dataset_name=dataset,
+            dataset_split=config.get("eval_split") if tokenizer else None, metric_type=key,
+            metric_name=_METRIC_NAMES.get(key, key), metric_value=value, metric_args=args,
+        ))  # fmt: skip
+    return out
+
+
+_METRIC_NAMES = {"usage": "codebook usage", "perplexity": "codebook perplexity", "dead_codes": "dead codes",
+                 "psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS", "frechet_distance": "Frechet distance",
+                 "fid": "FID", "rfid": "rFID", "inception_score": "Inception score"}  # fmt: skip
+
+
+def _looks_local(value: str) -> bool:
+    """A string that names a local file or folder (absolute, relative with ./ ../ ~, or a relative path with a
+    separator that exists here; a bare word such as "test" is never a path)."""
+    return (
+        value.startswith(("/", "./", "../", "~", "\\"))
+        or (("/" in value or "\\" in value) and Path(value).exists())
+        or (len(value) > 2 and value[1] == ":" and value[2] in "/\\")  # C:\...
+    )
+
+
 def _hub_dataset(name: str | None) -> str | None:
     if not name:
         return None
@@ -288,6 +347,7 @@ def render_model_card(
     repo_id: str | None = None,
     sample_image: str | None = None,
     license: str | None = "apache-2.0",
+    tags: list[str] | None = None,
 ):
     """A ``huggingface_hub.ModelCard`` for one checkpoint.
 
@@ -303,6 +363,10 @@ def render_model_card(
             source's, e.g. "mit" for LlamaGen; None leaves it out).
         repo_id: where the card will live (used in the title and the usage snippet).
         sample_image: path (in the repo) of a reconstruction grid to show.
+        tags: extra metadata tags.
+
+    Results also go into the metadata as ``model-index`` (huggingface_hub ``EvalResult``s: task, dataset from the
+    training configuration, metric), which the Hub shows as evaluation results.
     """
     import jinja2
     from huggingface_hub import ModelCard, ModelCardData
@@ -344,13 +408,17 @@ def render_model_card(
 
     base_model = base_model or (config.get("init_from") if _is_repo_id(config.get("init_from")) else None)
     dataset = _hub_dataset(config.get("dataset"))
+    model_name = repo_id.split("/")[-1] if repo_id else kind.replace("_", "-")
+    eval_results = _eval_results(kind, results, config, model_name)
     card_data = ModelCardData(
         library_name=context.pop("library"),
         license=license,
-        tags=["fullvq_hf", *context.pop("tags")],
+        tags=list(dict.fromkeys(["fullvq_hf", *context.pop("tags"), *(tags or [])])),
         pipeline_tag=context.pop("pipeline_tag"),
         datasets=[dataset] if dataset else None,
         base_model=base_model,
+        model_name=model_name if eval_results else None,
+        eval_results=eval_results or None,
     )
     results_rows, recipe_rows = context.pop("results_rows"), _recipe_rows(config, results)
     env = jinja2.Environment(
@@ -374,44 +442,112 @@ def render_model_card(
 
 
 # ---------------------------------------------------------------------------------------------------- push
-def _collect_files(root: Path) -> tuple[dict[str, Path], str | None]:
-    """Map path-in-repo -> local file for a push, and the repo path of the sample grid (if any).
+def _is_pushed(rel: str) -> bool:
+    """A config, safetensors weights (a variant, a shard) or their shard index (``*.safetensors.index[.fp16].json``)."""
+    name = rel.rsplit("/", 1)[-1]
+    return (
+        name in CONFIG_FILES or name.endswith(".safetensors") or re.fullmatch(SHARD_INDEX, name) is not None
+    )
+
+
+def _model_files(
+    folder: Path, prefix: str, files: dict[str, Path], pickles: list[str], left: list[str]
+) -> None:
+    """Weights and configs of a ``save_pretrained`` folder: its own, and those of its component folders (a
+    pipeline's ``model_index.json`` names them; any sub-folder holding a ``config.json`` counts too)."""
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        depth_ok = rel.count("/") == 0 or (rel.count("/") == 1 and (path.parent / "config.json").is_file())
+        if path.suffix in PICKLE_SUFFIXES and depth_ok:
+            pickles.append(prefix + rel)
+        elif depth_ok and _is_pushed(rel):
+            files[prefix + rel] = path
+        elif rel != "README.md":
+            left.append(prefix + rel)
+
+
+def _is_hub_reference(value: str) -> bool:
+    """``org/name`` or ``org/name/path/file.ext`` (a file in a Hub repo) that is not a local path."""
+    pattern = r"[\w-][\w.-]*/[\w.-]+(/[\w.-]+)*"
+    hub_file = value.count("/") == 1 or Path(value).suffix != ""
+    return (
+        re.fullmatch(pattern, value) is not None
+        and hub_file
+        and not _looks_local(value)
+        and not Path(value).exists()
+    )
+
+
+def sanitize_training_config(config: Mapping[str, Any]) -> dict:
+    """``training_config.json`` without local paths: the path-valued options (``output_dir``, ``data_dir``,
+    ``init_from``, ``tokenizer``, ...) keep a Hub id or a plain name (``fashion_mnist``, ``latest``) and become None
+    when they name a local file or folder; any other string that names one becomes None too."""
+
+    def clean(key: str | None, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: clean(k, v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(None, v) for v in value]
+        if not isinstance(value, str):
+            return value
+        if key in ("output_dir", "data_dir", "logging_dir") or _looks_local(value):
+            return None
+        if key in PATH_KEYS and ("/" in value or "\\" in value) and not _is_hub_reference(value):
+            return None
+        return value
+
+    return {k: clean(k, v) for k, v in config.items()}
+
+
+def _collect_files(root: Path, kind: str | None = None) -> tuple[dict[str, Path | bytes], str | None]:
+    """Map path-in-repo -> local file (or content) for a push, and the repo path of the sample grid (if any).
 
     A trainer's output directory (``model/`` + ``model-train/`` + ``results.json``) becomes: the inference model
     at the root (so ``from_pretrained(repo_id)`` loads it), the training model under ``model-train/``,
-    ``results.json``, ``training_config.json`` and the latest reconstruction grid as ``reconstructions.png``.
-    Any other folder goes as it is (minus checkpoints, logs and files that are neither weights nor configs).
+    ``results.json`` and ``training_config.json`` without local paths, and the latest sample grid as
+    ``reconstructions.png`` (tokenizers) or ``samples.png`` (generators). Any other folder is a ``save_pretrained``
+    folder: its weights and configs, those of its component folders, and its ``results.json``. Nothing else travels (checkpoints, logs,
+    stray files are listed in a warning); pickled weights are refused.
     """
-    files: dict[str, Path] = {}
+    files: dict[str, Path | bytes] = {}
+    pickles: list[str] = []
+    left: list[str] = []
     trainer_output = not (root / "config.json").is_file() and (root / "model" / "config.json").is_file()
-    sources = (
-        [(root / "model", ""), (root / "model-train", "model-train/")] if trainer_output else [(root, "")]
-    )
-    for folder, prefix in sources:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(folder)
-            if not path.is_file() or SKIPPED_DIRS & set(rel.parts[:-1]):
-                continue
-            if path.suffix in PICKLE_SUFFIXES or path.suffix in UPLOAD_SUFFIXES:
-                files[prefix + rel.as_posix()] = path
-    sample = None
     if trainer_output:
-        for name in ("results.json", "training_config.json"):
-            if (root / name).is_file():
-                files[name] = root / name
+        for name, prefix in (("model", ""), ("model-train", "model-train/")):
+            if (root / name).is_dir():
+                _model_files(root / name, prefix, files, pickles, left)
+    else:
+        _model_files(root, "", files, pickles, left)
+    sample = None
+    if (root / "results.json").is_file():
+        results = sanitize_training_config(json.loads((root / "results.json").read_text()))
+        files["results.json"] = (json.dumps(results, indent=2) + "\n").encode()
+    if trainer_output:
+        if (root / "training_config.json").is_file():
+            config = sanitize_training_config(json.loads((root / "training_config.json").read_text()))
+            files["training_config.json"] = (json.dumps(config, indent=2) + "\n").encode()
         grids = sorted((root / "samples").glob("*.png")) if (root / "samples").is_dir() else []
         if grids:
-            sample, files["reconstructions.png"] = "reconstructions.png", grids[-1]
-    pickles = sorted(p for p, src in files.items() if src.suffix in PICKLE_SUFFIXES)
+            sample = (
+                "samples.png"
+                if kind in ("llamagen_generator", "llamagen_pipeline")
+                else "reconstructions.png"
+            )
+            files[sample] = grids[-1]
     if pickles:
         raise ValueError(
-            f"Refusing to push pickled weights {pickles} from {root}: loading them can run arbitrary code. Save the "
-            "model with safetensors (save_pretrained(..., safe_serialization=True)) and remove these files."
+            f"Refusing to push pickled weights {sorted(pickles)} from {root}: loading them can run arbitrary code. "
+            "Save the model with safetensors (save_pretrained(..., safe_serialization=True)) and remove these files."
         )
     if not any(p.endswith(".safetensors") for p in files):
         raise ValueError(f"No .safetensors weights found in {root}; nothing to push.")
+    if left and not trainer_output:
+        logger.warning(
+            "Not pushing %d file(s) that are neither weights nor configs: %s", len(left), left[:20]
+        )
     return files, sample
 
 
@@ -419,49 +555,75 @@ def push_to_hub(
     local_dir: str | Path | Any,
     repo_id: str,
     *,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
+    commit_description: str | None = None,
     token: str | None = None,
     base_model: str | None = None,
+    create_pr: bool = False,
+    subfolder: str | None = None,
+    results: Mapping[str, Any] | None = None,
+    tags: list[str] | None = None,
+    remote_code: bool = True,
+    save_kwargs: Mapping[str, Any] | None = None,
 ):
     """Upload a checkpoint to ``repo_id`` in ONE commit, with a model card; returns the ``CommitInfo`` (a str:
     the commit URL; ``.oid`` is the commit sha).
 
     ``local_dir`` is a trainer's output directory, any ``save_pretrained`` folder (tokenizer, generator,
-    pipeline), or a model object (saved to a temporary folder first). Only safetensors weights and JSON configs
-    travel; pickled weights (.bin/.pt/.pkl/...) are refused. A ``README.md`` in the folder is used as the card,
-    otherwise one is rendered (``render_model_card``). The repo is created if needed (``private`` applies then);
-    ``revision`` names a branch, created from ``main`` if it does not exist.
+    pipeline), or a model / pipeline object (``save_pretrained(tmp, **save_kwargs)`` first; every model's
+    ``push_to_hub`` method comes here). What travels is listed in ``_collect_files``: weights (safetensors only;
+    pickled weights are refused), configs, and for a training run ``results.json``, ``training_config.json``
+    (local paths removed) and the latest sample grid. A ``README.md`` in the folder is used as the card, otherwise
+    one is rendered (``render_model_card``; ``results`` overrides ``results.json``). With ``remote_code`` (default)
+    the package's model code goes along as ``fullvq_hf.py`` (``fullvq_hf.remote_code``) so the repo loads with
+    ``trust_remote_code=True`` where the package is not installed. The repo is created if needed (``private``
+    applies then); ``revision`` names a branch, created from ``main`` if it does not exist; ``subfolder`` puts
+    everything in a folder of the repo, without a card (as diffusers does).
     """
+    push_kwargs = dict(private=private, revision=revision, commit_message=commit_message,
+                       commit_description=commit_description, token=token, base_model=base_model,
+                       create_pr=create_pr, subfolder=subfolder, results=results, tags=tags,
+                       remote_code=remote_code)  # fmt: skip
     if not isinstance(local_dir, str | Path):
         with tempfile.TemporaryDirectory() as tmp:
-            local_dir.save_pretrained(tmp)
-            return push_to_hub(tmp, repo_id, private=private, revision=revision, commit_message=commit_message,
-                               token=token, base_model=base_model)  # fmt: skip
+            local_dir.save_pretrained(tmp, **(save_kwargs or {}))
+            return push_to_hub(tmp, repo_id, **push_kwargs)
     from huggingface_hub import CommitOperationAdd, HfApi
 
     root = Path(local_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder.")
-    files, sample = _collect_files(root)  # refuses pickles before anything is sent
     kind = detect_kind(root)
-    if (root / "README.md").is_file():
-        readme = (root / "README.md").read_bytes()
-    else:
-        readme = str(
-            render_model_card(kind, root, base_model=base_model, repo_id=repo_id, sample_image=sample)
-        ).encode()
+    files, sample = _collect_files(root, kind)  # refuses pickles before anything is sent
+    if remote_code:
+        from .remote_code import remote_code_files
+
+        files.update(remote_code_files(files))
+    prefix = subfolder.strip("/") + "/" if subfolder else ""
+    operations = []
+    if not prefix:
+        if (root / "README.md").is_file():
+            readme = (root / "README.md").read_bytes()
+        else:
+            card = render_model_card(kind, root, results=results, base_model=base_model, repo_id=repo_id,
+                                     sample_image=sample, tags=tags)  # fmt: skip
+            readme = str(card).encode()
+        operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme))
+    operations += [
+        CommitOperationAdd(
+            path_in_repo=prefix + path, path_or_fileobj=src if isinstance(src, bytes) else str(src)
+        )
+        for path, src in files.items()
+    ]
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    operations = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=readme)]
-    operations += [
-        CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(src)) for path, src in files.items()
-    ]
     message = commit_message or f"Upload {kind.replace('_', ' ')} with fullvq_hf"
-    return api.create_commit(repo_id, operations, commit_message=message, revision=revision)
+    return api.create_commit(repo_id, operations, commit_message=message, commit_description=commit_description,
+                             revision=revision, create_pr=create_pr)  # fmt: skip
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -478,13 +640,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--base-model", help="Hub id the weights were converted or fine-tuned from (card metadata)"
     )
     p.add_argument("--token", help="Hub token (default: HF_TOKEN or the saved login)")
+    p.add_argument(
+        "--no-remote-code",
+        action="store_true",
+        help="do not upload the package's model code (then loading needs `pip install fullvq_hf`)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None, prog: str | None = None):
     args = build_parser(prog).parse_args(argv)
     info = push_to_hub(args.local_dir, args.repo_id, private=args.private, revision=args.revision,
-                       commit_message=args.commit_message, token=args.token, base_model=args.base_model)  # fmt: skip
+                       commit_message=args.commit_message, token=args.token, base_model=args.base_model,
+                       remote_code=not args.no_remote_code)  # fmt: skip
     print(info.commit_url)
     return info
 

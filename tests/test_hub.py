@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import randomize_bridge, tiny_fvq
+from hub_probes import probe_generator, probe_pipeline, probe_tokenizer  # noqa: F401 (the cases name them)
 from hub_server import HubServer
 from safetensors.torch import load_file
 
@@ -35,11 +36,14 @@ GPT, PIPE = "fullvq_hf:LlamaGenForConditionalGeneration", "fullvq_hf:LlamaGenPip
 
 # ---------------------------------------------------------------------------------------------------- clients
 def hub_client(
-    script: str, *, endpoint: str | None, hf_home: Path, offline: bool = False, args=(), timeout=300
-):
+    script: str, *, endpoint: str | None, hf_home: Path, offline: bool = False, args=(), timeout=300,
+    python: str | Path = sys.executable, package: bool = True, cwd: Path = TESTS.parent,
+):  # fmt: skip
     """Run ``script`` in a fresh Python as a Hub client of ``endpoint`` (None: nowhere) with its own HF_HOME;
-    return what it passed to ``emit(obj)`` (JSON). A failing client fails the test with its stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    return what it passed to ``emit(obj)`` (JSON). A failing client fails the test with its stderr.
+
+    ``package=False``: only tests/ on PYTHONPATH (run it with a ``python`` that cannot import fullvq_hf)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "PYTHON"))}
     env.update(
         HF_ENDPOINT=endpoint or "http://127.0.0.1:9",  # port 9 (discard): nothing listens there
         HF_TOKEN="dummy",
@@ -47,12 +51,12 @@ def hub_client(
         HF_HUB_OFFLINE="1" if offline else "0",
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
-        PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
+        PYTHONPATH=os.pathsep.join([str(TESTS), *([os.environ.get("PYTHONPATH", "")] if package else [])]),
     )
     prelude = f"import json\ndef emit(obj):\n    print({RESULT_MARK!r} + json.dumps(obj), flush=True)\n"
     proc = subprocess.run(
-        [sys.executable, "-c", prelude + textwrap.dedent(script), *args],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=TESTS.parent,
+        [str(python), "-c", prelude + textwrap.dedent(script), *args],
+        env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
     )  # fmt: skip
     if proc.returncode != 0:
         raise AssertionError(
@@ -67,36 +71,6 @@ def hub_client(
 def load_object(name: str):
     module, attr = name.split(":")
     return getattr(importlib.import_module(module), attr)
-
-
-@torch.no_grad()
-def probe_tokenizer(model) -> dict[str, torch.Tensor]:
-    """Outputs that pin a tokenizer's weights: token ids and pixels of a fixed input."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, model.config.in_channels, 16, 16, generator=g) * 2 - 1
-    ids = model.eval().tokenize(x)
-    return {"indices": ids.contiguous(), "pixels": model.detokenize(ids).contiguous()}
-
-
-@torch.no_grad()
-def probe_generator(model) -> dict[str, torch.Tensor]:
-    """Logits of fixed tokens and a greedy CFG sample."""
-    model.eval()
-    ids = torch.arange(model.config.num_image_tokens).view(1, -1) % model.config.vocab_size
-    return {
-        "logits": model(ids, torch.tensor([3])).logits.contiguous(),
-        "tokens": model.sample([1, 2], guidance_scale=2.0, temperature=0).contiguous(),
-    }
-
-
-@torch.no_grad()
-def probe_pipeline(pipe) -> dict[str, torch.Tensor]:
-    """Images of a seeded, guided sample."""
-    pipe.set_progress_bar_config(disable=True)
-    images = pipe(
-        [1, 2], guidance_scale=2.0, generator=torch.Generator().manual_seed(0), output_type="pt"
-    ).images
-    return {"images": images.contiguous()}
 
 
 @dataclass
@@ -116,13 +90,14 @@ class Case:
     ref: str  # folder holding the model that from_pretrained(repo_id, **pull) must give back
     push_kwargs: dict = field(default_factory=dict)
     pull: dict = field(default_factory=dict)
-    probe: str = "test_hub:probe_tokenizer"
+    probe: str = "hub_probes:probe_tokenizer"
 
 
+LC_RESULTS = {"usage": 0.5, "psnr": 20.25, "num_images": 16}
 DEV, CLI_FLAGS = {"revision": "dev"}, {"private": True, "commit_message": "2 steps of cpu-tiny"}
 CASES = [
     Case("fvq", "org/fvq-tiny", FVQ, "model", "fvq", "fvq"),
-    Case("vqgan-lc", "org/vqgan-lc-tiny", LC, "model", "lc", "lc"),
+    Case("vqgan-lc", "org/vqgan-lc-tiny", LC, "model", "lc", "lc", push_kwargs={"results": LC_RESULTS}),
     Case("sub-fvq", "org/pipeline-tiny", FVQ, "hub", "pipe", "pipe/vqvae", pull={"subfolder": "vqvae"}),
     Case("sub-lc", "org/pipeline-tiny", LC, None, None, "pipe/lc_vqvae", pull={"subfolder": "lc_vqvae"}),
     Case("revision-main", "org/branches", FVQ, "hub-object", "rev-main", "rev-main"),
@@ -131,9 +106,17 @@ CASES = [
     Case(
         "train-form", "org/trained", FVQ, None, None, "trained/model-train", pull={"subfolder": "model-train"}
     ),
-    Case("generator", "org/llamagen-gpt-tiny", GPT, "model", "gpt", "gpt", probe="test_hub:probe_generator"),
     Case(
-        "pipeline", "org/llamagen-tiny", PIPE, "hub", "llamagen", "llamagen", probe="test_hub:probe_pipeline"
+        "generator", "org/llamagen-gpt-tiny", GPT, "model", "gpt", "gpt", probe="hub_probes:probe_generator"
+    ),
+    Case(
+        "pipeline",
+        "org/llamagen-tiny",
+        PIPE,
+        "model",
+        "llamagen",
+        "llamagen",
+        probe="hub_probes:probe_pipeline",
     ),
     Case(
         "pipeline-vqvae", "org/llamagen-tiny", FVQ, None, None, "llamagen/vqvae", pull={"subfolder": "vqvae"}
@@ -146,7 +129,7 @@ CASES = [
         None,
         "llamagen/transformer",
         pull={"subfolder": "transformer"},
-        probe="test_hub:probe_generator",
+        probe="hub_probes:probe_generator",
     ),
 ]
 
@@ -284,6 +267,90 @@ def push_and_pull(hub: HubServer, cases: list[Case], root: Path, tmp: Path) -> d
     return {"probes": probes, "online": online, "requests": log}
 
 
+# ---------------------------------------------------------------------------------------------------- no package
+# How a user without fullvq_hf loads each pushed case: "<library>:<class>[/<pipeline component>]".
+NO_PACKAGE_LOADS = {
+    "fvq": "diffusers:AutoModel",  # pushed with FVQModel.push_to_hub
+    "vqgan-lc": "diffusers:AutoModel",
+    "trained": "diffusers:AutoModel",  # pushed with `fullvq push`
+    "train-form": "diffusers:AutoModel",
+    "generator": "transformers:AutoModel",  # pushed with LlamaGenForConditionalGeneration.push_to_hub
+    "pipeline": "diffusers:DiffusionPipeline",  # pushed with LlamaGenPipeline.push_to_hub
+    "pipeline-transformer": "diffusers:DiffusionPipeline/transformer",
+    "pipeline-vqvae": "diffusers:DiffusionPipeline/vqvae",
+}
+
+NO_PACKAGE_SCRIPT = """
+import importlib, json, sys
+from pathlib import Path
+import torch
+from safetensors.torch import save_file
+import hub_probes
+
+torch.set_num_threads(1)
+try:
+    import fullvq_hf
+    found = fullvq_hf.__file__
+except ModuleNotFoundError as e:
+    found = None
+out, cases = Path(sys.argv[1]), json.loads(sys.argv[2])
+pipelines, classes = {}, {}
+for case in cases:
+    library, _, rest = case["load"].partition(":")
+    cls_name, _, component = rest.partition("/")
+    cls = getattr(importlib.import_module(library), cls_name)
+    if cls_name == "DiffusionPipeline":
+        key = case["repo_id"]
+        if key not in pipelines:
+            pipelines[key] = cls.from_pretrained(key, trust_remote_code=True)
+        obj = pipelines[key]
+        obj = getattr(obj, component) if component else obj
+    else:
+        obj = cls.from_pretrained(case["repo_id"], trust_remote_code=True, **case["pull"])
+    classes[case["name"]] = [type(obj).__module__, type(obj).__name__]
+    probe = getattr(hub_probes, case["probe"].split(":")[1])
+    save_file(probe(obj), str(out / f"{case['name']}.safetensors"))
+    if case["name"] == "fvq":  # push_to_hub of remote code without the package: the library's own push
+        obj.push_to_hub("org/pushed-without-the-package")
+emit({"fullvq_hf": found, "classes": classes})
+"""
+
+
+def venv_without_the_package(path: Path) -> Path:
+    """A fresh virtualenv that sees this interpreter's site-packages (torch, diffusers, transformers) but not
+    fullvq_hf: a ``.pth`` line puts the folder on sys.path without running its ``.pth`` files, so the editable
+    install's finder (``__editable__.fullvq_hf-*.pth``) is never installed. Returns its python."""
+    import sysconfig
+    import venv
+
+    venv.EnvBuilder(with_pip=False, symlinks=os.name != "nt").create(path)
+    python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    shared = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "shared_site_packages.pth").write_text("\n".join(shared) + "\n")
+    return python
+
+
+def load_without_the_package(hub: HubServer, cases: list[Case], tmp: Path) -> dict:
+    """Load every case of ``NO_PACKAGE_LOADS`` in a virtualenv without fullvq_hf, from the loopback Hub, with
+    ``trust_remote_code=True``; return what it saw (``fullvq_hf``: its path if importable, ``classes``) and the
+    probes."""
+    python = venv_without_the_package(tmp / "venv-no-package")
+    (tmp / "no-package").mkdir()
+    specs = [
+        {**case.__dict__, "load": NO_PACKAGE_LOADS[case.name]}
+        for case in cases
+        if case.name in NO_PACKAGE_LOADS
+    ]
+    seen = hub_client(NO_PACKAGE_SCRIPT, endpoint=hub.endpoint, hf_home=tmp / "home-no-package", python=python,
+                      package=False, cwd=tmp, args=[str(tmp / "no-package"), json.dumps(specs)])  # fmt: skip
+    seen["probes"] = {s["name"]: load_file(tmp / "no-package" / f"{s['name']}.safetensors") for s in specs}
+    return seen
+
+
 @pytest.fixture(scope="module")
 def hub_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hub")
@@ -294,6 +361,7 @@ def hub_run(tmp_path_factory):
         write_sources(root)
         with HubServer() as hub:
             run = push_and_pull(hub, CASES, root, tmp)
+            run["no_package"] = load_without_the_package(hub, CASES, tmp)
     finally:
         torch.set_num_threads(threads)
     run.update(hub=hub, root=root)
@@ -315,6 +383,29 @@ def test_push_pull_round_trip_gives_the_same_outputs(hub_run, case):
     probes = hub_run["probes"][case.name]
     assert_same_outputs(probes["pulled"], probes["reference"])
     assert_same_outputs(probes["offline"], probes["reference"])
+
+
+def test_no_package_virtualenv_cannot_import_fullvq_hf(hub_run):
+    seen = hub_run["no_package"]
+    assert seen["fullvq_hf"] is None  # ModuleNotFoundError there: every class below came from the repos' code
+    for name, (module, _cls) in seen["classes"].items():
+        assert module.startswith(("diffusers_modules.", "transformers_modules.")), (name, module)
+
+
+def test_push_to_hub_of_remote_code_without_the_package_is_the_libraries_push(hub_run):
+    files = hub_run["hub"].files("org/pushed-without-the-package", "main")
+    assert {"config.json", "diffusion_pytorch_model.safetensors"} <= set(files)
+    assert json.loads(files["config.json"])["_class_name"] == "FVQModel"
+
+
+@pytest.mark.parametrize("name", list(NO_PACKAGE_LOADS))
+def test_trust_remote_code_without_the_package_gives_the_same_outputs(hub_run, name):
+    """AutoModel (diffusers / transformers) and DiffusionPipeline load every pushed kind from the loopback Hub in a
+    virtualenv without fullvq_hf: the same token ids, logits and pixels as the package."""
+    assert_same_outputs(hub_run["no_package"]["probes"][name], hub_run["probes"][name]["reference"])
+    case = next(c for c in CASES if c.name == name)
+    expected = case.cls.split(":")[1]
+    assert hub_run["no_package"]["classes"][name][1] == expected
 
 
 def test_offline_load_from_the_cache_makes_no_request(hub_run):
@@ -361,6 +452,7 @@ def test_fullvq_push_of_a_training_run(hub_run):
     assert set(repo["files"]) == {
         ".gitattributes", "README.md", "config.json", "diffusion_pytorch_model.safetensors", "model-train/config.json",
         "model-train/diffusion_pytorch_model.safetensors", "results.json", "training_config.json", "reconstructions.png",
+        "fullvq_hf.py", "model-train/fullvq_hf.py",
     }  # fmt: skip
     assert (root / "trained" / "checkpoints").is_dir()  # pickled optimizer state was there and stayed home
     repo_state = hub_run["hub"].state.repos["org/trained"]
@@ -391,7 +483,10 @@ def test_diffusers_push_to_hub_uploads_safetensors_and_a_card(hub_run):
         "README.md",
         "config.json",
         "diffusion_pytorch_model.safetensors",
+        "fullvq_hf.py",  # the remote code
     }
+    config = json.loads(hub_run["hub"].files("org/fvq-tiny", "main")["config.json"])
+    assert config["auto_map"] == {"AutoModel": "fullvq_hf.FVQModel"}
 
 
 # ---------------------------------------------------------------------------------------------------- cards
@@ -515,3 +610,119 @@ def test_push_refuses_pickled_weights_before_contacting_the_hub(tmp_path):
     (tmp_path / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ValueError, match="No .safetensors weights"):
         push_to_hub(tmp_path, "org/x")
+
+
+# ---------------------------------------------------------------------------------------------------- push_to_hub
+METHOD_PUSHES = [c for c in CASES if c.push == "model"]
+
+
+@pytest.mark.parametrize("case", METHOD_PUSHES, ids=[c.name for c in METHOD_PUSHES])
+def test_model_push_to_hub_writes_the_package_card(hub_run, case):
+    """``push_to_hub`` of FVQModel, VQGANLCModel, the generator and the pipeline (diffusers' / transformers' method
+    names) uploads the card ``fullvq push`` renders, not the libraries' blank template."""
+    from huggingface_hub import ModelCard
+
+    readme = hub_run["online"]["repos"][f"{case.repo_id}@main"]["readme"]
+    expected = render_model_card(
+        None, hub_run["root"] / case.src, results=case.push_kwargs.get("results"), repo_id=case.repo_id
+    )
+    assert readme == str(expected)
+    card = ModelCard(readme)
+    assert (
+        "fullvq_hf" in card.data.tags and "arXiv:2406.06525" in card.text
+    )  # LlamaGen is cited by every kind
+    assert (
+        "This is the model card of a 🧨 diffusers model" not in readme
+        and "Model Card for Model ID" not in readme
+    )
+
+
+def test_card_results_are_model_index_metadata_on_the_hub(hub_run):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(hub_run["online"]["repos"]["org/vqgan-lc-tiny@main"]["readme"])
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert results == {"usage": 0.5, "psnr": 20.25}  # num_images is not a metric
+    assert {r.task_type for r in card.data.eval_results} == {"image-feature-extraction"}
+    assert card.data.model_name == "vqgan-lc-tiny"
+    trained = ModelCard(hub_run["online"]["repos"]["org/trained@main"]["readme"])
+    local = json.loads((hub_run["root"] / "trained" / "results.json").read_text())
+    by_metric = {r.metric_type: r for r in trained.data.eval_results}
+    assert by_metric["psnr"].metric_value == pytest.approx(local["psnr"])
+    assert by_metric["frechet_distance"].metric_args == {"feature_extractor": "fashion-mnist-classifier"}
+    assert {r.dataset_type for r in trained.data.eval_results} == {"zalando-datasets/fashion_mnist"}
+    assert {r.dataset_split for r in trained.data.eval_results} == {"test"}
+
+
+def test_pushed_training_config_holds_no_local_path(hub_run):
+    root = hub_run["root"]
+    local = json.loads((root / "trained" / "training_config.json").read_text())
+    assert str(root) in json.dumps(local)  # the trainer recorded its output folder
+    pushed = hub_run["hub"].files("org/trained", "main")["training_config.json"].decode()
+    assert str(root) not in pushed and str(Path.home()) not in pushed and "/tmp" not in pushed
+    pushed = json.loads(pushed)
+    assert pushed["output_dir"] is None and pushed["preset"] == "cpu-tiny" and pushed["max_steps"] == 2
+    assert {k for k in local if pushed[k] != local[k]} == {"output_dir"}
+
+
+# ---------------------------------------------------------------------------------------------------- what travels
+def test_push_collects_only_weights_configs_results_and_the_latest_grid(tmp_path):
+    from fullvq_hf.hub import _collect_files
+
+    run = tmp_path / "run"
+    tiny_fvq().save_pretrained(run / "model")
+    tiny_fvq().save_pretrained(run / "model-train")
+    stray = ["model/notes.txt", "model/extra/settings.json", "model/debug.png", "secrets.json", "samples/x.txt",
+             "logs/events.out.tfevents.1", "checkpoints/checkpoint-2/optimizer.bin", "model-train/run.log"]  # fmt: skip
+    for name in [*stray, "samples/step-00000002.png", "samples/step-00000004.png"]:
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(b"x")
+    (run / "results.json").write_text(
+        json.dumps({"usage": 0.5, "feature_extractor": str(tmp_path / "fx.safetensors")})
+    )
+    (run / "training_config.json").write_text(json.dumps({
+        "output_dir": str(run), "data_dir": "/data/imagenet", "dataset": "imagefolder", "init_from": "org/base",
+        "tokenizer": str(tmp_path / "tok"), "codes": "./codes", "preset": "cpu-tiny", "eval_split": "test",
+        "lc_codebook": "~/codebook.safetensors", "perceptual_weights": "org/vgg/vgg.safetensors",
+    }))  # fmt: skip
+    files, sample = _collect_files(run, "fvq_tokenizer")
+    assert set(files) == {
+        "config.json", "diffusion_pytorch_model.safetensors", "model-train/config.json",
+        "model-train/diffusion_pytorch_model.safetensors", "results.json", "training_config.json",
+        "reconstructions.png",
+    }  # fmt: skip
+    assert sample == "reconstructions.png" and files[sample] == run / "samples" / "step-00000004.png"
+    config = json.loads(files["training_config.json"])
+    assert config == {
+        "output_dir": None, "data_dir": None, "dataset": "imagefolder", "init_from": "org/base", "tokenizer": None,
+        "codes": None, "preset": "cpu-tiny", "eval_split": "test", "lc_codebook": None,
+        "perceptual_weights": "org/vgg/vgg.safetensors",  # a file in a Hub repo
+    }  # fmt: skip
+    assert json.loads(files["results.json"]) == {"usage": 0.5, "feature_extractor": None}
+    # a generator run's grid is a sample grid
+    assert _collect_files(run, "llamagen_generator")[1] == "samples.png"
+
+
+def test_push_of_a_model_folder_leaves_stray_files_home(tmp_path, caplog):
+    from fullvq_hf.hub import _collect_files
+
+    tiny_fvq().save_pretrained(tmp_path)
+    for name in ["notes.txt", "debug.png", "sub/settings.json", "README.md"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    with caplog.at_level("WARNING", logger="fullvq_hf.hub"):
+        files, sample = _collect_files(tmp_path, "fvq_tokenizer")
+    assert set(files) == {"config.json", "diffusion_pytorch_model.safetensors"} and sample is None
+    assert "debug.png" in caplog.text and "sub/settings.json" in caplog.text
+
+
+def test_push_collects_variant_and_sharded_weights_with_their_index(tmp_path):
+    from fullvq_hf.hub import _collect_files
+
+    model = tiny_fvq()
+    model.save_pretrained(tmp_path)
+    model.save_pretrained(tmp_path, variant="fp16", max_shard_size="100KB")
+    on_disk = {p.name for p in tmp_path.iterdir()}
+    assert "diffusion_pytorch_model.safetensors.index.fp16.json" in on_disk and len(on_disk) > 4
+    files, _ = _collect_files(tmp_path, "fvq_tokenizer")
+    assert set(files) == on_disk

@@ -43,6 +43,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to
 from transformers.utils import logging
 
 from .configuration_llamagen import LlamaGenConfig
+from .hub_mixin import HubPushMixin
 
 logger = logging.get_logger(__name__)
 
@@ -399,7 +400,7 @@ class LlamaGenGuidanceLogitsProcessor(ClassifierFreeGuidanceLogitsProcessor):
 
 
 # --------------------------------------------------------------------------------------------------- models
-class LlamaGenPreTrainedModel(PreTrainedModel):
+class LlamaGenPreTrainedModel(HubPushMixin, PreTrainedModel):
     config_class = LlamaGenConfig
     base_model_prefix = "llamagen"
     main_input_name = "input_ids"

@@ -16,6 +16,7 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 from .autoencoder import Decoder, Encoder
+from .hub_mixin import HubPushMixin
 from .quantizers import VectorQuantizer
 
 # Backbones (LlamaGen VQ-16 / VQ-8, and small ones for CPU work). Channels per level as diffusers counts them.
@@ -49,7 +50,7 @@ class VQTokenizerOutput(BaseOutput):
     batch_usage: torch.Tensor | None = None
 
 
-class VQTokenizerMixin:
+class VQTokenizerMixin(HubPushMixin):
     """Encoder / quantizer / decoder wiring and the public API. Mixed into ``ModelMixin`` subclasses."""
 
     encoder: Encoder

@@ -20,6 +20,7 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
+from ..models.hub_mixin import HubPushMixin
 from ..models.modeling_fvq import FVQModel
 from ..models.modeling_llamagen import LlamaGenForConditionalGeneration, check_guidance_scale
 from ..models.modeling_vqgan_lc import VQGANLCModel
@@ -27,7 +28,7 @@ from ..models.modeling_vqgan_lc import VQGANLCModel
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
-class LlamaGenPipeline(DiffusionPipeline):
+class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
     r"""
     Class-conditional image generation with a LlamaGen GPT over the tokens of a VQ tokenizer.
 
