@@ -16,7 +16,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..data import ImageTransform, TransformedImages, collate_images, load_image_dataset
-from ..metrics import CodebookUsage, FeatureStatistics, frechet_distance, load_feature_extractor, psnr, ssim
+from ..metrics import CodebookUsage, FeatureStatistics, frechet_distance, psnr, ssim
+from ..models.loading import load_tokenizer
+from .extractors import load_feature_extractor
 
 
 def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
@@ -44,6 +46,10 @@ def evaluate_tokenizer(
     processes), ``psnr`` and ``ssim`` (means over images, dB / unitless), ``num_images``, and ``frechet_distance``
     (with ``feature_extractor``) or ``frechet_distance: None`` with ``frechet_skipped`` saying why.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size} (--batch-size).")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be at least 1 (or None for the whole split), got {max_images} (--max-images).")
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
@@ -96,8 +102,9 @@ def evaluate_tokenizer(
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Evaluate a tokenizer: usage, perplexity, PSNR, SSIM, Frechet distance.")
-    p.add_argument("--model", required=True, help="from_pretrained source (folder or Hub id)")
-    p.add_argument("--model-type", default="auto", choices=["auto", "fvq", "vqgan-lc"])
+    p.add_argument("--model", required=True, help="tokenizer folder or Hub id (the class is read from its config.json)")
+    p.add_argument("--subfolder", help="folder inside --model holding config.json (e.g. model)")
+    p.add_argument("--revision", help="Hub branch, tag or commit of --model")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-dir")
     p.add_argument("--split", default="test")
@@ -110,21 +117,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def load_tokenizer(source: str, model_type: str = "auto"):
-    from ..models import FVQModel, VQGANLCModel
-
-    if model_type == "auto":
-        config_path = Path(source) / "config.json"
-        if config_path.exists():
-            model_type = "vqgan-lc" if json.loads(config_path.read_text()).get("_class_name") == "VQGANLCModel" else "fvq"
-        else:
-            model_type = "fvq"
-    return (VQGANLCModel if model_type == "vqgan-lc" else FVQModel).from_pretrained(source)
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     args = build_parser(prog).parse_args(argv)
-    model = load_tokenizer(args.model, args.model_type)
+    model = load_tokenizer(args.model, subfolder=args.subfolder, revision=args.revision)
     resolution = args.resolution or model.config.sample_size
     transform = ImageTransform(resolution, model.config.in_channels, random_crop=False, flip=False)
     dataset = load_image_dataset(args.dataset, args.split, args.data_dir, False, args.image_column)
