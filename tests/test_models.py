@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
@@ -139,11 +140,28 @@ def test_ldm_pipeline_runs_with_our_tokenizer(kind):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    pipe = LDMPipeline(vqvae=vqvae.eval(), unet=unet, scheduler=DDIMScheduler(num_train_timesteps=50))
+    vqvae.eval()
+    decoded = []
+    decode = vqvae.decode
+
+    def recording_decode(h, *args, **kwargs):  # what the pipeline hands our tokenizer, and what it gets back
+        out = decode(h, *args, **kwargs)
+        decoded.append((h.detach().clone(), out.sample.detach().clone()))
+        return out
+
+    vqvae.decode = recording_decode
+    pipe = LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler(num_train_timesteps=50))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 16, 16, 3)
-    assert images.min() >= 0 and images.max() <= 1
+    # the pipeline decoded float latents (B, codebook_dim, h, w) through our quantizer + decoder, and its images
+    # are exactly those pixels mapped from [-1, 1] to [0, 1]
+    assert len(decoded) == 1
+    latents, pixels = decoded[0]
+    assert latents.shape == (2, d, 8, 8) and latents.is_floating_point()
+    expected = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+    assert float(expected.std()) > 0
 
 
 def test_presets_build_the_official_shapes():
