@@ -80,6 +80,11 @@ def test_folders_that_hold_no_tokenizer_of_this_package(tmp_path):
         load_tokenizer(tmp_path / "gpt")
 
 
+def test_a_run_folder_points_to_its_model_subfolder(folders):
+    with pytest.raises(OSError, match=r"holds a model in model/: pass subfolder='model'"):
+        load_tokenizer(folders / "run")
+
+
 def test_output_loading_info_still_works(folders):
     model, info = FVQModel.from_pretrained(folders / "fvq", output_loading_info=True)
     assert isinstance(model, FVQModel) and info["missing_keys"] == [] and info["unexpected_keys"] == []

@@ -56,7 +56,17 @@ def read_config(name_or_path: str | os.PathLike, **kwargs: Any) -> dict:
         config_name = "config.json"
 
     location = {k: kwargs[k] for k in _LOCATION_KWARGS if kwargs.get(k) is not None}
-    return dict(_Reader.load_config(os.fspath(name_or_path), **location))
+    try:
+        return dict(_Reader.load_config(os.fspath(name_or_path), **location))
+    except OSError as err:
+        folder = os.path.join(os.fspath(name_or_path), location.get("subfolder") or "")
+        inner = [d for d in ("model", "vqvae") if os.path.isfile(os.path.join(folder, d, "config.json"))]
+        if not inner:
+            raise
+        raise OSError(
+            f"{err} {folder} holds a model in {inner[0]}/: pass subfolder={inner[0]!r} (--subfolder {inner[0]}) "
+            f"or the path {os.path.join(folder, inner[0])}."
+        ) from err
 
 
 def check_tokenizer_class(
