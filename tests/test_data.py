@@ -73,7 +73,7 @@ def test_eval_batch_size_zero_is_an_error(tmp_path):
     from fullvq_hf.evaluation.tokenizer_eval import evaluate_tokenizer
 
     model = tiny_fvq(sample_size=16)
-    dataset = load_image_dataset("photos")
+    dataset = [np.zeros((16, 16, 3), dtype=np.uint8)]  # never read: the arguments are checked first
     with pytest.raises(ValueError, match=r"batch_size must be at least 1, got 0 \(--batch-size\)"):
         evaluate_tokenizer(model, dataset, ImageTransform(16, 3), batch_size=0, progress=False)
     with pytest.raises(ValueError, match=r"max_images must be at least 1"):
