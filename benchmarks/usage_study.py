@@ -224,7 +224,7 @@ def classifier_features(num_vectors: int, seed: int) -> tuple[torch.Tensor, dict
 
 def lc_codebook(k: int, args: argparse.Namespace) -> tuple[Path, dict]:
     """Path of the cached (K, 64) frozen codebook for VQGAN-LC, built on first use."""
-    from fullvq_hf.models.lc_codebook import kmeans, load_codebook_file, save_codebook
+    from fullvq_hf.data.lc_codebook import kmeans, load_codebook_file, save_codebook
 
     n = kmeans_vectors(k, args.kmeans_max_vectors)
     iters = kmeans_iters(k, args.kmeans_iters)

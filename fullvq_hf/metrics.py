@@ -1,12 +1,13 @@
 """Codebook statistics (``CodebookUsage``) and image-quality metrics: ``psnr``, ``ssim``, ``frechet_distance``
-with the streaming ``FeatureStatistics`` and ``FrechetDistance`` in the feature space of a pluggable extractor
-(``load_feature_extractor``; built in: the shipped Fashion-MNIST classifier)."""
+with the streaming ``FeatureStatistics`` and ``FrechetDistance`` in the feature space of any extractor module.
+
+Metrics take modules: which networks exist (the shipped Fashion-MNIST classifier, ...) and how they load is
+``fullvq_hf.evaluation``'s business (``fullvq_hf.evaluation.load_feature_extractor``)."""
 
 from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -72,9 +73,6 @@ class CodebookUsage:
 # ----------------------------------------------------------------------------------------------------------------
 # Image-quality metrics: PSNR, SSIM, and Frechet distances in the feature space of a pluggable extractor.
 # ----------------------------------------------------------------------------------------------------------------
-
-FASHION_MNIST_EXTRACTOR = "fashion-mnist-classifier"
-
 
 def _check_image_pair(x: torch.Tensor, y: torch.Tensor, data_range: float) -> None:
     for name, t in (("x", x), ("y", y)):
@@ -304,56 +302,9 @@ class FeatureExtractor(Protocol):
     def __call__(self, images: torch.Tensor) -> torch.Tensor: ...
 
 
-class _FeaturesOf(nn.Module):
-    """Wraps a model that has ``features(x)`` (like the Fashion-MNIST classifier) as a plain extractor."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.feature_dim = getattr(model, "feature_dim", None)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.features(images)
-
-
-def load_feature_extractor(name_or_path: str | os.PathLike, device: torch.device | str = "cpu") -> nn.Module:
-    """A built-in feature extractor, in eval mode, mapping images in [-1, 1] (B, C, H, W) to (B, F) features.
-
-    ``"fashion-mnist-classifier"`` gives the classifier shipped with the package (grey 32x32 images -> 128-d
-    penultimate features); a path to a ``.safetensors`` file (with its ``.json`` config beside it) or folder
-    saved by ``fullvq_hf.evaluation.save_classifier`` gives that classifier. Nothing is ever downloaded: any other
-    network (Inception-v3 for FID, VGG, CLIP, ...) is not built in, raises a ``ValueError``, and has to be built by
-    you from a local weights file and passed to ``FrechetDistance`` as a module.
-    """
-    from .evaluation.fmnist_classifier import load_classifier
-
-    name = os.fspath(name_or_path)
-    if name == FASHION_MNIST_EXTRACTOR:
-        return _FeaturesOf(load_classifier(device=device)).eval()
-    path = Path(name)
-    if path.suffix == ".safetensors" or path.is_dir():
-        if not path.exists():
-            raise ValueError(f"No feature-extractor weights at {name!r}: the file does not exist (nothing is downloaded).")
-        try:
-            return _FeaturesOf(load_classifier(path, device=device)).eval()
-        except (ValueError, FileNotFoundError) as e:
-            raise ValueError(
-                f"{e} Only this package's Fashion-MNIST classifier loads from a path here; for another network, "
-                "build the nn.Module yourself, load its local weights, and pass the module to FrechetDistance."
-            ) from e
-    raise ValueError(
-        f"Unknown feature extractor {name!r}, and nothing is downloaded. Built in: {FASHION_MNIST_EXTRACTOR!r} (or a "
-        "local .safetensors path of it, with its .json config beside it). Inception-v3 (FID), VGG or other weights "
-        "must be given as a local file: for FID, FrechetDistance(FIDInceptionV3.from_pretrained("
-        "'pt_inception-2015-12-05-6726825d.pth')) from fullvq_hf.evaluation.inception (or `fullvq eval "
-        "--inception-weights FILE`); for another network, load its state dict into your own nn.Module that maps "
-        "images in [-1, 1] (B, C, H, W) to features (B, F), and pass that module to FrechetDistance(extractor)."
-    )
-
-
 class FrechetDistance:
     """Frechet distance between real and generated images in an extractor's feature space (FID with Inception
-    features; by default here the shipped Fashion-MNIST classifier's 128-d features).
+    features; e.g. ``FrechetDistance(fullvq_hf.evaluation.load_feature_extractor("fashion-mnist-classifier"))``).
 
     ``update(real=..., fake=...)`` runs the extractor (no gradient, in eval mode, on its own device) on either or
     both batches of images in [-1, 1] (B, C, H, W) and accumulates ``FeatureStatistics``; ``compute()`` synchronises
@@ -362,13 +313,16 @@ class FrechetDistance:
     a rank that saw no images can still take part.
 
     Args:
-        extractor: An ``nn.Module`` of the ``FeatureExtractor`` kind, or a name / path for ``load_feature_extractor``.
+        extractor: An ``nn.Module`` (or callable) of the ``FeatureExtractor`` kind.
         feature_dim: F, if the extractor does not say (otherwise learned from the first batch).
     """
 
-    def __init__(self, extractor: nn.Module | str | os.PathLike = FASHION_MNIST_EXTRACTOR, feature_dim: int | None = None):
+    def __init__(self, extractor: nn.Module, feature_dim: int | None = None):
         if isinstance(extractor, (str, os.PathLike)):
-            extractor = load_feature_extractor(extractor)
+            raise ValueError(
+                f"FrechetDistance takes the extractor module, not a name ({os.fspath(extractor)!r}); load a named one "
+                "with fullvq_hf.evaluation.load_feature_extractor(name) and pass the module."
+            )
         if not callable(extractor):
             raise ValueError(
                 f"extractor must be a module mapping images (B, C, H, W) to features (B, F), got {type(extractor).__name__}."

@@ -16,7 +16,7 @@ import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from fullvq_hf import VQGANLCModel  # noqa: E402
-from fullvq_hf.models.lc_codebook import (  # noqa: E402
+from fullvq_hf.data.lc_codebook import (  # noqa: E402
     build_codebook,
     extract_features,
     kmeans,

@@ -8,11 +8,11 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
+from fullvq_hf.evaluation import load_feature_extractor
 from fullvq_hf.metrics import (
     FeatureStatistics,
     FrechetDistance,
     frechet_distance,
-    load_feature_extractor,
     psnr,
     ssim,
 )
@@ -233,6 +233,12 @@ def test_frechet_distance_metric_with_a_custom_extractor():
         metric.update()
     with pytest.raises(ValueError, match=r"\(B, F\)"):
         FrechetDistance(torch.nn.Identity()).update(real=real)
+
+
+def test_frechet_distance_takes_a_module_not_a_name():
+    """metrics knows no named networks: a name is an error that points to evaluation.load_feature_extractor."""
+    with pytest.raises(ValueError, match="load_feature_extractor"):
+        FrechetDistance("fashion-mnist-classifier")
 
 
 def test_load_feature_extractor_errors(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, LDMPipeline, UNet2DModel, VQModel
@@ -58,10 +59,11 @@ def test_fvq_save_load_round_trip_is_exact(tmp_path, pixels, quantizer_type):
     assert states_equal(m, loaded)
     assert json.loads((tmp_path / "config.json").read_text())["quantizer_type"] == quantizer_type
     m.eval(), loaded.eval()
-    a, b = m(pixels), loaded(pixels)
-    assert torch.equal(a.indices, b.indices)
-    # equal weights, but a loaded (mmap'd) tensor may take another kernel path: floats within a tolerance
-    torch.testing.assert_close(a.sample, b.sample, rtol=1e-5, atol=1e-5)
+    # weights are bit-equal above; outputs of two instances may take other float kernels (e.g. memory alignment of
+    # the loaded tensors picks another oneDNN path), so ids compare exactly and pixels within a tolerance
+    out, out_loaded = m(pixels), loaded(pixels)
+    assert torch.equal(out.indices, out_loaded.indices)
+    torch.testing.assert_close(out_loaded.sample, out.sample, atol=1e-5, rtol=1e-4)
 
 
 def test_folded_model_matches_the_training_model(tmp_path, pixels):
@@ -76,8 +78,8 @@ def test_folded_model_matches_the_training_model(tmp_path, pixels):
     assert torch.equal(folded.get_codebook(), full.get_codebook())
     ids = full.tokenize(pixels)
     assert torch.equal(folded.tokenize(pixels), ids)
-    assert torch.equal(folded.detokenize(ids), full.detokenize(ids))
-    assert torch.equal(folded(pixels).sample, full(pixels).sample)
+    torch.testing.assert_close(folded.detokenize(ids), full.detokenize(ids), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(folded(pixels).sample, full(pixels).sample, atol=1e-5, rtol=1e-4)
 
 
 def test_simvq_folds_too(pixels):
@@ -138,11 +140,28 @@ def test_ldm_pipeline_runs_with_our_tokenizer(kind):
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
     )
-    pipe = LDMPipeline(vqvae=vqvae.eval(), unet=unet, scheduler=DDIMScheduler(num_train_timesteps=50))
+    vqvae.eval()
+    decoded = []
+    decode = vqvae.decode
+
+    def recording_decode(h, *args, **kwargs):  # what the pipeline hands our tokenizer, and what it gets back
+        out = decode(h, *args, **kwargs)
+        decoded.append((h.detach().clone(), out.sample.detach().clone()))
+        return out
+
+    vqvae.decode = recording_decode
+    pipe = LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler(num_train_timesteps=50))
     pipe.set_progress_bar_config(disable=True)
     images = pipe(batch_size=2, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images
     assert images.shape == (2, 16, 16, 3)
-    assert images.min() >= 0 and images.max() <= 1
+    # the pipeline decoded float latents (B, codebook_dim, h, w) through our quantizer + decoder, and its images
+    # are exactly those pixels mapped from [-1, 1] to [0, 1]
+    assert len(decoded) == 1
+    latents, pixels = decoded[0]
+    assert latents.shape == (2, d, 8, 8) and latents.is_floating_point()
+    expected = (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+    assert float(expected.std()) > 0
 
 
 def test_presets_build_the_official_shapes():

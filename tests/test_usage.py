@@ -65,6 +65,27 @@ def _worker(rank, world, port, queue):
     dist.destroy_process_group()
 
 
+def test_usage_compute_all_reduces_the_counts(monkeypatch):
+    """compute() sums the counts over ranks (simulated in-process: the other rank saw codes 8-15 twice); the real
+    two-process run below is the slow variant of the same check."""
+    usage = CodebookUsage(16)
+    usage.update(torch.arange(8))
+    other = torch.bincount(torch.arange(8, 16).repeat(2), minlength=16)
+    calls = []
+
+    def all_reduce(tensor, op=None):
+        calls.append(op)
+        tensor += other
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    stats = usage.compute()
+    assert calls == [dist.ReduceOp.SUM] and stats["usage"] == 1.0 and stats["num_tokens"] == 8 + 16
+    assert usage.compute(sync=False)["usage"] == 0.5 and int(usage.counts.sum()) == 8  # local counts untouched
+
+
+@pytest.mark.slow  # two spawned interpreters (~10 s); the in-process test above checks the same sum
 def test_usage_is_summed_over_two_processes():
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

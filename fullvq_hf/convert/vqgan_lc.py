@@ -40,8 +40,7 @@ import re
 
 import torch
 
-from ..models.lc_codebook import save_codebook
-from ..models.modeling_vqgan_lc import VQGANLCModel
+from ..models.modeling_vqgan_lc import VQGANLCModel, save_codebook
 from ._common import (
     apply_overrides,
     check_output_dir,

@@ -14,7 +14,8 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from ..metrics import FrechetDistance, load_feature_extractor
+from ..metrics import FrechetDistance
+from .extractors import load_feature_extractor
 from .fmnist_classifier import load_classifier
 
 

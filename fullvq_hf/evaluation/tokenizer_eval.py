@@ -24,7 +24,9 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ..data import ImageTransform, TransformedImages, collate_images, load_image_dataset
-from ..metrics import CodebookUsage, FeatureStatistics, frechet_distance, load_feature_extractor, psnr, ssim
+from ..metrics import CodebookUsage, FeatureStatistics, frechet_distance, psnr, ssim
+from ..models.loading import load_tokenizer
+from .extractors import load_feature_extractor
 from .inception import INCEPTION_PROTOCOLS, FIDInceptionV3, InceptionMetrics
 from .lpips import LPIPS, LPIPS_CHANNELS
 
@@ -60,6 +62,10 @@ def evaluate_tokenizer(
     ``inception_score`` and ``inception_score_std`` (of the reconstructions, ``is_splits`` chunks); with ``lpips``
     (a loaded ``LPIPS``): ``lpips``, the mean distance. Metrics not asked for are ``None`` with a ``*_skipped`` reason.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size} (--batch-size).")
+    if max_images is not None and max_images < 1:
+        raise ValueError(f"max_images must be at least 1 (or None for the whole split), got {max_images} (--max-images).")
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
@@ -137,8 +143,9 @@ def evaluate_tokenizer(
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="Evaluate a tokenizer: usage, perplexity, PSNR, SSIM, Frechet distance.")
-    p.add_argument("--model", required=True, help="from_pretrained source (folder or Hub id)")
-    p.add_argument("--model-type", default="auto", choices=["auto", "fvq", "vqgan-lc"])
+    p.add_argument("--model", required=True, help="tokenizer folder or Hub id (the class is read from its config.json)")
+    p.add_argument("--subfolder", help="folder inside --model holding config.json (e.g. model)")
+    p.add_argument("--revision", help="Hub branch, tag or commit of --model")
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--data-dir")
     p.add_argument("--split", default="test")
@@ -161,18 +168,6 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "package's lin file (e.g. alexnet-owt-7be5be79.pth alex.pth)")
     p.add_argument("--output", help="write the results JSON here")
     return p
-
-
-def load_tokenizer(source: str, model_type: str = "auto"):
-    from ..models import FVQModel, VQGANLCModel
-
-    if model_type == "auto":
-        config_path = Path(source) / "config.json"
-        if config_path.exists():
-            model_type = "vqgan-lc" if json.loads(config_path.read_text()).get("_class_name") == "VQGANLCModel" else "fvq"
-        else:
-            model_type = "fvq"
-    return (VQGANLCModel if model_type == "vqgan-lc" else FVQModel).from_pretrained(source)
 
 
 def load_metric_networks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple:
@@ -205,7 +200,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     inception, lpips = load_metric_networks(args, parser)
-    model = load_tokenizer(args.model, args.model_type)
+    model = load_tokenizer(args.model, subfolder=args.subfolder, revision=args.revision)
     resolution = args.resolution or model.config.sample_size
     transform = ImageTransform(resolution, model.config.in_channels, random_crop=False, flip=False,
                                resize=not args.center_crop)  # fmt: skip

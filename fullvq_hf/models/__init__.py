@@ -1,5 +1,12 @@
+"""Ground floor: nn.Modules and their serialisation only (no data, training, evaluation or Hub code).
+
+Importing this package imports the models (torch, diffusers, transformers) and registers ``model_type="llamagen"``
+with transformers' ``AutoConfig`` / ``AutoModel``; ``import fullvq_hf`` alone does neither (its names are lazy).
+"""
+
 from .autoencoder import Decoder, Encoder
 from .configuration_llamagen import LLAMAGEN_PRESETS, LlamaGenConfig
+from .loading import load_tokenizer
 from .modeling_fvq import FVQModel
 from .modeling_llamagen import LlamaGenForConditionalGeneration
 from .modeling_tokenizer import BACKBONES, VQTokenizerOutput
@@ -31,6 +38,7 @@ __all__ = [
     "VQTokenizerOutput",
     "VectorQuantizer",
     "bridge_grid",
+    "load_tokenizer",
     "nearest_codes",
 ]
 

@@ -245,7 +245,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         if self.config.quantizer_type != "vq":
             self._check_foldable()
             return self.fold().to_diffusers_vqmodel()
-        from ..convert.diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict
+        from .diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict
 
         vq = VQModel(**diffusers_vqmodel_config(self.config))
         vq.load_state_dict(fullvq_to_diffusers_state_dict(self.state_dict()))

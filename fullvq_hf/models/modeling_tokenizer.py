@@ -7,6 +7,8 @@ Subclasses (``FVQModel``, ``VQGANLCModel``) are diffusers ``ModelMixin`` + ``Con
 
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,9 @@ from torch import nn
 from .autoencoder import Decoder, Encoder
 from .hub_mixin import HubPushMixin
 from .quantizers import VectorQuantizer
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+PIXEL_RANGE_WARN = 2.0  # |pixel| above this warns: model inputs live in [-1, 1] (reconstructions overshoot a little)
 
 # Backbones (LlamaGen VQ-16 / VQ-8, and small ones for CPU work). Channels per level as diffusers counts them.
 BACKBONES = {
@@ -80,6 +85,15 @@ class VQTokenizerMixin(HubPushMixin):
         self.post_quant_conv = nn.Conv2d(quantizer.codebook_dim, latent_channels, 1)
         self.decoder = Decoder(out_channels, tuple(block_out_channels), layers_per_block, latent_channels, dropout, norm_num_groups)
 
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """diffusers' ``from_pretrained``, but a folder of another class, or one missing a weight, is a ``ValueError``
+        saying what the folder holds (diffusers only warns). ``fullvq_hf.load_tokenizer`` picks the class itself."""
+        from .loading import checked_from_pretrained
+
+        return checked_from_pretrained(cls, super().from_pretrained, pretrained_model_name_or_path, **kwargs)
+
     # ------------------------------------------------------------------ properties
     @property
     def downsample_factor(self) -> int:
@@ -95,6 +109,9 @@ class VQTokenizerMixin(HubPushMixin):
         return height // self.downsample_factor, width // self.downsample_factor
 
     # ------------------------------------------------------------------ input checks
+    # Shape and dtype checks (no host sync) run on every call; value checks (finite pixels, id ranges) read the data
+    # back to the host, so they run only at the user entry points (tokenize, detokenize, decode of ids), never
+    # inside the training forward.
     def _check_spatial(self, height: int, width: int) -> None:
         f = self.downsample_factor
         if height % f or width % f:
@@ -104,7 +121,9 @@ class VQTokenizerMixin(HubPushMixin):
                 f"Resize, crop or pad to a multiple of {f} (e.g. pad to {fix_h}x{fix_w})."
             )
 
-    def _check_pixels(self, x: torch.Tensor) -> None:
+    def _check_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape / dtype checks; returns ``x`` in the model's float dtype (float16 / bfloat16 / float64 pixels into
+        a float32 model are cast, as a no-op when they already match; autocast regions are left to autocast)."""
         if not isinstance(x, torch.Tensor):
             raise ValueError(f"Expected a torch.Tensor of pixels (B, C, H, W) in [-1, 1], got {type(x).__name__}.")
         if x.ndim != 4:
@@ -126,11 +145,35 @@ class VQTokenizerMixin(HubPushMixin):
                 hint = " Convert RGB to grayscale first, e.g. x.mean(1, keepdim=True)."
             raise ValueError(f"Expected {c} input channels (in_channels={c}), got {x.shape[1]} in shape {tuple(x.shape)}.{hint}")
         self._check_spatial(x.shape[2], x.shape[3])
-        if not torch.isfinite(x).all():
-            raise ValueError("The pixels contain NaN or inf values; clean the input (e.g. torch.nan_to_num) first.")
+        if x.shape[0] == 0:
+            raise ValueError(f"Got an empty batch of pixels {tuple(x.shape)}; pass at least one image.")
+        dtype = self.encoder.conv_in.weight.dtype
+        if x.dtype != dtype and dtype in _FLOAT_DTYPES and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(dtype)
+        return x
 
-    def _check_indices(self, indices: torch.Tensor) -> None:
-        if not isinstance(indices, torch.Tensor) or indices.is_floating_point() or indices.dtype == torch.bool:
+    def _check_pixel_values(self, x: torch.Tensor) -> None:
+        """Value checks of user pixels (one host sync): NaN / inf is an error, values far outside [-1, 1] warn."""
+        peak = float(x.detach().abs().amax())  # NaN propagates, inf stays inf
+        if not math.isfinite(peak):
+            raise ValueError("The pixels contain NaN or inf values; clean the input (e.g. torch.nan_to_num) first.")
+        if peak > PIXEL_RANGE_WARN:
+            warnings.warn(
+                f"Pixels reach {peak:.4g}, far outside the expected [-1, 1]; images in [0, 255] passed as float must "
+                "be scaled first: x / 127.5 - 1.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _check_indices(self, indices: torch.Tensor) -> torch.LongTensor:
+        """Shape, dtype and range checks of user token ids (one host sync); returns them as ``torch.long`` (any
+        integer dtype is accepted: uint8 / int8 / int16 / int32 ids of small codebooks)."""
+        if (
+            not isinstance(indices, torch.Tensor)
+            or indices.is_floating_point()
+            or indices.is_complex()
+            or indices.dtype == torch.bool
+        ):
             raise ValueError("Token ids must be an integer tensor (torch.long) of shape (B, h, w).")
         if indices.ndim != 3:
             raise ValueError(
@@ -142,11 +185,12 @@ class VQTokenizerMixin(HubPushMixin):
                 f"Token ids must lie in [0, {self.codebook_size - 1}] (codebook_size={self.codebook_size}); "
                 f"got values in [{int(indices.min())}, {int(indices.max())}]. Were they made by another tokenizer?"
             )
+        return indices.long()
 
     # ------------------------------------------------------------------ diffusers VQModel interface
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple:
         """Pixels (B, C, H, W) in [-1, 1] -> pre-quantisation latents (B, codebook_dim, H/f, W/f)."""
-        self._check_pixels(x)
+        x = self._check_pixels(x)
         h = self.quant_conv(self.encoder(x))
         return VQEncoderOutput(latents=h) if return_dict else (h,)
 
@@ -164,7 +208,7 @@ class VQTokenizerMixin(HubPushMixin):
         """
         if not h.is_floating_point():
             ids = h if shape is None else h.reshape(shape[0], shape[1], shape[2])
-            self._check_indices(ids)
+            ids = self._check_indices(ids)
             quant, loss = self.quantize.lookup(ids), h.new_zeros(ids.shape[0], dtype=torch.float32)
         else:
             if h.ndim != 4 or h.shape[1] != self.quantize.codebook_dim:
@@ -200,13 +244,16 @@ class VQTokenizerMixin(HubPushMixin):
     # ------------------------------------------------------------------ tokens
     @torch.no_grad()
     def tokenize(self, pixels: torch.Tensor) -> torch.LongTensor:
-        """Pixels (B, C, H, W) in [-1, 1] -> token ids (B, H/f, W/f)."""
+        """Pixels (B, C, H, W) in [-1, 1] -> token ids (B, H/f, W/f). NaN / inf pixels are an error; pixels far
+        outside [-1, 1] (e.g. [0, 255] passed as float) warn."""
+        pixels = self._check_pixels(pixels)
+        self._check_pixel_values(pixels)
         return self.quantize.search(self.encode(pixels).latents)
 
     @torch.no_grad()
     def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, h, w) -> pixels (B, out_channels, h*f, w*f) in roughly [-1, 1]."""
-        self._check_indices(indices)
+        """Token ids (B, h, w), any integer dtype -> pixels (B, out_channels, h*f, w*f) in roughly [-1, 1]."""
+        indices = self._check_indices(indices)
         return self.decoder(self.post_quant_conv(self.quantize.lookup(indices)))
 
     @torch.no_grad()

@@ -1,12 +1,14 @@
 """``VQGANLCModel``: VQGAN-LC, a taming-VQGAN tokenizer whose codebook is a frozen set of pretrained image
 features (e.g. 100,000 k-means centres of CLIP patch features, 768-d) mapped to the latent space by one trained
-linear projector. Build the feature codebook with ``fullvq_hf.models.lc_codebook`` and install it with
-``load_codebook``; ``from_pretrained`` restores it with the rest of the weights.
+linear projector. Build the feature codebook with ``fullvq_hf.data.lc_codebook`` (data preparation: encoder
+features + k-means), write it with ``save_codebook`` (here: it is part of this model's serialisation) and install
+it with ``load_codebook``; ``from_pretrained`` restores it with the rest of the weights.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 from diffusers import ModelMixin
@@ -14,6 +16,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 
 from .modeling_tokenizer import BACKBONES, VQTokenizerMixin
 from .quantizers import DEFAULT_MAX_SEARCH_ELEMENTS, FrozenCodebookQuantizer
+
+CODEBOOK_KEY = "codebook"  # tensor name inside the safetensors file of a feature codebook
+CODEBOOK_FILENAME = "codebook.safetensors"  # file name used when a directory is given
 
 
 class VQGANLCModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
@@ -76,10 +81,8 @@ class VQGANLCModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
     @torch.no_grad()
     def load_codebook(self, codebook: torch.Tensor | str | os.PathLike) -> None:
         """Install the frozen feature codebook: a (K, F) tensor or a safetensors file written by
-        ``lc_codebook.save_codebook``. Shapes must match ``codebook_size`` x ``codebook_feature_dim``."""
+        ``save_codebook``. Shapes must match ``codebook_size`` x ``codebook_feature_dim``."""
         if not isinstance(codebook, torch.Tensor):
-            from .lc_codebook import load_codebook_file
-
             codebook = load_codebook_file(codebook)
         expected = (self.config.codebook_size, self.config.codebook_feature_dim)
         if tuple(codebook.shape) != expected:
@@ -91,3 +94,79 @@ class VQGANLCModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         if not torch.isfinite(codebook).all():
             raise ValueError("The feature codebook contains NaN or inf values.")
         self.quantize.frozen_codebook.copy_(codebook.to(self.quantize.frozen_codebook))
+
+
+# ---------------------------------------------------------------------------------------------------- files
+def _codebook_path(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    return os.path.join(path, CODEBOOK_FILENAME) if os.path.isdir(path) else path
+
+
+def save_codebook(
+    codebook: torch.Tensor,
+    path: str | os.PathLike,
+    encoder_name: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> str:
+    """Save a feature codebook (K, F) as a safetensors file with tensor key ``"codebook"``.
+
+    Args:
+        codebook: The (K, F) float tensor, e.g. from ``build_codebook``.
+        path: File to write (parent directories are created); for an existing directory,
+            ``<path>/codebook.safetensors``.
+        encoder_name: Recorded in the metadata (``"encoder"``) when given, e.g. ``"openai/clip-vit-large-patch14"``.
+        metadata: Extra string metadata to store.
+
+    Returns:
+        The path written.
+    """
+    from safetensors.torch import save_file
+
+    if not isinstance(codebook, torch.Tensor) or codebook.ndim != 2 or not codebook.is_floating_point():
+        got = f"{tuple(codebook.shape)} {codebook.dtype}" if isinstance(codebook, torch.Tensor) else type(codebook).__name__
+        raise ValueError(f"The codebook must be a float tensor (K, F), got {got}.")
+    if not torch.isfinite(codebook).all():
+        raise ValueError("The codebook contains NaN or inf values; refusing to save it.")
+    meta = {str(key): str(value) for key, value in (metadata or {}).items()}
+    meta["shape"] = f"{codebook.shape[0]}x{codebook.shape[1]}"
+    meta["codebook_size"] = str(codebook.shape[0])
+    meta["codebook_feature_dim"] = str(codebook.shape[1])
+    if encoder_name is not None:
+        meta["encoder"] = str(encoder_name)
+    path = _codebook_path(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    save_file({CODEBOOK_KEY: codebook.detach().cpu().contiguous()}, path, metadata=meta)
+    return path
+
+
+def load_codebook_file(path: str | os.PathLike) -> torch.Tensor:
+    """Load a feature codebook (K, F) written by ``save_codebook`` (a file, or a directory holding
+    ``codebook.safetensors``). Returns a CPU tensor in the stored dtype."""
+    from safetensors import safe_open
+
+    path = _codebook_path(path)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"No codebook file at {path!r}. Build one with fullvq_hf.data.lc_codebook.build_codebook(...) and write it with "
+            "save_codebook(codebook, path), or check the path."
+        )
+    try:
+        with safe_open(path, framework="pt") as handle:
+            keys = list(handle.keys())
+            if CODEBOOK_KEY not in keys:
+                raise ValueError(
+                    f"{path!r} has no {CODEBOOK_KEY!r} tensor (it holds {keys}); write codebooks with "
+                    "save_codebook, or load the tensor yourself and pass it to load_codebook."
+                )
+            codebook = handle.get_tensor(CODEBOOK_KEY)
+    except ValueError:
+        raise
+    except Exception as err:  # safetensors raises its own error type for corrupt / non-safetensors files
+        raise ValueError(
+            f"Could not read {path!r} as a safetensors file ({type(err).__name__}: {err}); codebooks are written by "
+            "save_codebook."
+        ) from err
+    if codebook.ndim != 2:
+        raise ValueError(f"The codebook in {path!r} has shape {tuple(codebook.shape)}; expected (K, F).")
+    return codebook

@@ -105,7 +105,7 @@ def _open_image(image):
         if isinstance(image, dict):
             return Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
         return image
-    except (OSError, ValueError, SyntaxError):
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):  # unreadable or over PIL's size limit
         return None
 
 
@@ -491,7 +491,7 @@ def push_codes_to_hub(output_dir: str | os.PathLike, repo_id: str, private: bool
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     """Command line: extract codes, print and return the metadata."""
-    from ..evaluation.tokenizer_eval import load_tokenizer
+    from ..models.loading import load_tokenizer
 
     args = build_parser(prog).parse_args(argv)
     label_column = None if args.label_column.lower() in ("none", "") else args.label_column
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> dict:
     if Path(tokenizer_source).exists():
         tokenizer_source = str(Path(tokenizer_source).resolve())
     start = time.time()
-    tokenizer = load_tokenizer(tokenizer_source, args.tokenizer_type)
+    tokenizer = load_tokenizer(tokenizer_source)  # the class comes from config.json
     dataset = load_image_dataset(args.dataset, args.split, args.data_dir, False, args.image_column)
     source = {
         "tokenizer": tokenizer_source,

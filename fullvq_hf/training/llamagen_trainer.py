@@ -304,7 +304,7 @@ def save_samples(model, cfg: LlamaGenTrainingConfig, out_dir: Path, step: int, t
 
 
 def _load_sample_tokenizer(cfg: LlamaGenTrainingConfig, facts: dict, model_config: LlamaGenConfig, device):
-    from ..evaluation.tokenizer_eval import load_tokenizer
+    from ..models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer).to(device).eval()
     if tokenizer.codebook_size < model_config.vocab_size:

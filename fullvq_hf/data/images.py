@@ -118,7 +118,10 @@ def load_image_dataset(
     - ``"imagefolder"`` with ``data_dir``: a local folder of images (class sub-folders become labels);
     - anything else: ``datasets.load_dataset(name, split=split, streaming=streaming)`` (Hub id or local path).
 
-    The result has an ``image_column`` column; a missing folder or an empty dataset is a clear error.
+    The result has an ``image_column`` column; a missing folder or an empty dataset is a clear error. A
+    ``datasets.Image`` column comes back undecoded (``{"bytes", "path"}`` rows, ``decode=False``): images are
+    decoded where they are used (``ImageTransform``), so one unreadable or oversized file is skipped and counted
+    instead of failing the row access that would decode it.
     """
     import datasets
 
@@ -141,7 +144,48 @@ def load_image_dataset(
             raise ValueError(
                 f"The dataset {name!r} has no column {image_column!r} (columns: {ds.column_names}); pass --image-column."
             )
-    return ds
+    return undecoded_images(ds, image_column)
+
+
+def undecoded_images(dataset, image_column: str = "image"):
+    """``dataset`` with its ``datasets.Image`` column ``image_column`` cast to ``decode=False`` (other columns and
+    datasets without such a column are returned as they are)."""
+    import datasets
+
+    features = getattr(dataset, "features", None)
+    feature = features.get(image_column) if features else None
+    if isinstance(feature, datasets.Image) and feature.decode:
+        dataset = dataset.cast_column(image_column, datasets.Image(decode=False))
+    return dataset
+
+
+# 16-bit grey PNG / TIFF modes: PIL's convert("L") clips them at 255 (an almost white image); scale instead.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def open_image(image):
+    """A PIL image from whatever a datasets row holds (PIL image, uint8 array / nested list, or an undecoded
+    ``{"bytes", "path"}`` dict), with 16-bit grey images scaled to 8 bits (65535 -> 255).
+
+    Raises:
+        ValueError: the file is over PIL's size limit (``PIL.Image.MAX_IMAGE_PIXELS``; a decompression bomb);
+            PIL's own errors (``OSError`` for unreadable files) pass through. ``TransformedImages`` skips both.
+    """
+    import io
+
+    from PIL import Image
+
+    try:
+        if isinstance(image, (list, np.ndarray)):  # datasets.Array2D rows come back as nested lists
+            image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+        elif isinstance(image, dict):  # undecoded datasets.Image
+            image = Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"Image skipped: {err}") from err
+    if image.mode in _SIXTEEN_BIT_MODES:
+        arr = np.asarray(image, dtype=np.float64)  # 16-bit values, whatever PIL's storage
+        image = Image.fromarray(np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8), mode="L")
+    return image
 
 
 def _center_crop(arr: np.ndarray, size: int) -> np.ndarray:
@@ -191,13 +235,7 @@ class ImageTransform:
     def __call__(self, image, generator: torch.Generator | None = None) -> torch.Tensor:
         from PIL import Image
 
-        if isinstance(image, (list, np.ndarray)):  # datasets.Array2D rows come back as nested lists
-            image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-        elif isinstance(image, dict):  # undecoded datasets.Image: {"bytes": ..., "path": ...}
-            import io
-
-            image = Image.open(io.BytesIO(image["bytes"])) if image.get("bytes") else Image.open(image["path"])
-        image = image.convert("L" if self.channels == 1 else "RGB")
+        image = open_image(image).convert("L" if self.channels == 1 else "RGB")
         w, h = image.size
         rand = lambda: float(torch.rand((), generator=generator))  # noqa: E731
         if not self.resize:
@@ -283,11 +321,8 @@ class TransformedImages(torch.utils.data.Dataset):
     ``collate_images``), never a crash."""
 
     def __init__(self, dataset, transform: ImageTransform, image_column: str = "image", label_column: str | None = "label", seed: int = 0):
-        import datasets
 
-        feature = dataset.features.get(image_column) if dataset.features else None
-        if isinstance(feature, datasets.Image) and feature.decode:
-            dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # decode here, to skip bad files
+        dataset = undecoded_images(dataset, image_column)  # decode here, to skip bad files
         self.dataset, self.transform, self.seed = dataset, transform, seed
         self.image_column = image_column
         self.label_column = label_column if label_column in (dataset.column_names or []) else None

@@ -19,7 +19,7 @@ exactly what the per-class mode of ``build_codebook`` computes.
 
 Example::
 
-    from fullvq_hf.models.lc_codebook import build_codebook, save_codebook
+    from fullvq_hf.data.lc_codebook import build_codebook, save_codebook
 
     codebook = build_codebook(dataset, labels="label", codes_per_class=100)  # (num_classes * 100, 768)
     save_codebook(codebook, "lc_codebook.safetensors", encoder_name="openai/clip-vit-large-patch14")
@@ -39,7 +39,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .quantizers import DEFAULT_MAX_SEARCH_ELEMENTS, nearest_codes
+from ..models.modeling_vqgan_lc import CODEBOOK_FILENAME, CODEBOOK_KEY, load_codebook_file, save_codebook
+from ..models.quantizers import DEFAULT_MAX_SEARCH_ELEMENTS, nearest_codes
 
 __all__ = [
     "CODEBOOK_FILENAME",
@@ -54,8 +55,6 @@ __all__ = [
 ]
 
 DEFAULT_ENCODER = "openai/clip-vit-large-patch14"
-CODEBOOK_KEY = "codebook"  # tensor name inside the safetensors file
-CODEBOOK_FILENAME = "codebook.safetensors"  # file name used when a directory is given
 # k-means++ makes k sequential passes over the data; above this many centres "auto" uses random sampling.
 KMEANS_PLUS_PLUS_MAX_K = 4096
 
@@ -601,79 +600,3 @@ def build_codebook(
             kmeans(class_features.to(kmeans_device), k, num_iters, seed + i, max_search_elements, init=init).cpu()
         )
     return torch.cat(centres)
-
-
-# ---------------------------------------------------------------------------------------------------- files
-def _codebook_path(path: str | os.PathLike) -> str:
-    path = os.fspath(path)
-    return os.path.join(path, CODEBOOK_FILENAME) if os.path.isdir(path) else path
-
-
-def save_codebook(
-    codebook: torch.Tensor,
-    path: str | os.PathLike,
-    encoder_name: str | None = None,
-    metadata: Mapping[str, str] | None = None,
-) -> str:
-    """Save a feature codebook (K, F) as a safetensors file with tensor key ``"codebook"``.
-
-    Args:
-        codebook: The (K, F) float tensor, e.g. from ``build_codebook``.
-        path: File to write (parent directories are created); for an existing directory,
-            ``<path>/codebook.safetensors``.
-        encoder_name: Recorded in the metadata (``"encoder"``) when given, e.g. ``"openai/clip-vit-large-patch14"``.
-        metadata: Extra string metadata to store.
-
-    Returns:
-        The path written.
-    """
-    from safetensors.torch import save_file
-
-    if not isinstance(codebook, torch.Tensor) or codebook.ndim != 2 or not codebook.is_floating_point():
-        got = f"{tuple(codebook.shape)} {codebook.dtype}" if isinstance(codebook, torch.Tensor) else type(codebook).__name__
-        raise ValueError(f"The codebook must be a float tensor (K, F), got {got}.")
-    if not torch.isfinite(codebook).all():
-        raise ValueError("The codebook contains NaN or inf values; refusing to save it.")
-    meta = {str(key): str(value) for key, value in (metadata or {}).items()}
-    meta["shape"] = f"{codebook.shape[0]}x{codebook.shape[1]}"
-    meta["codebook_size"] = str(codebook.shape[0])
-    meta["codebook_feature_dim"] = str(codebook.shape[1])
-    if encoder_name is not None:
-        meta["encoder"] = str(encoder_name)
-    path = _codebook_path(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    save_file({CODEBOOK_KEY: codebook.detach().cpu().contiguous()}, path, metadata=meta)
-    return path
-
-
-def load_codebook_file(path: str | os.PathLike) -> torch.Tensor:
-    """Load a feature codebook (K, F) written by ``save_codebook`` (a file, or a directory holding
-    ``codebook.safetensors``). Returns a CPU tensor in the stored dtype."""
-    from safetensors import safe_open
-
-    path = _codebook_path(path)
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"No codebook file at {path!r}. Build one with lc_codebook.build_codebook(...) and write it with "
-            "lc_codebook.save_codebook(codebook, path), or check the path."
-        )
-    try:
-        with safe_open(path, framework="pt") as handle:
-            keys = list(handle.keys())
-            if CODEBOOK_KEY not in keys:
-                raise ValueError(
-                    f"{path!r} has no {CODEBOOK_KEY!r} tensor (it holds {keys}); write codebooks with "
-                    "lc_codebook.save_codebook, or load the tensor yourself and pass it to load_codebook."
-                )
-            codebook = handle.get_tensor(CODEBOOK_KEY)
-    except ValueError:
-        raise
-    except Exception as err:  # safetensors raises its own error type for corrupt / non-safetensors files
-        raise ValueError(
-            f"Could not read {path!r} as a safetensors file ({type(err).__name__}: {err}); codebooks are written by "
-            "lc_codebook.save_codebook."
-        ) from err
-    if codebook.ndim != 2:
-        raise ValueError(f"The codebook in {path!r} has shape {tuple(codebook.shape)}; expected (K, F).")
-    return codebook
