@@ -17,6 +17,8 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it (imported on first access)
 _LAZY_NAMES = {
     "BACKBONES": "models",
+    "DiTVQBridge": "models",
+    "QBRIDGE_MODELS": "models",
     "FVQModel": "models",
     "FrozenCodebookQuantizer": "models",
     "LlamaGenConfig": "models",
@@ -38,11 +40,13 @@ _LAZY_NAMES = {
 __all__ = [
     "BACKBONES",
     "CodebookUsage",
+    "DiTVQBridge",
     "FVQModel",
     "FrozenCodebookQuantizer",
     "LlamaGenConfig",
     "LlamaGenForConditionalGeneration",
     "LlamaGenPipeline",
+    "QBRIDGE_MODELS",
     "QuantizerOutput",
     "SimVQQuantizer",
     "VQBridge",
@@ -59,6 +63,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .metrics import CodebookUsage
     from .models import (
         BACKBONES,
+        QBRIDGE_MODELS,
+        DiTVQBridge,
         FrozenCodebookQuantizer,
         FVQModel,
         LlamaGenConfig,

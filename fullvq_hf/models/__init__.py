@@ -19,17 +19,19 @@ from .quantizers import (
     VQBridgeQuantizer,
     nearest_codes,
 )
-from .vqbridge import VQBridge, bridge_grid
+from .vqbridge import QBRIDGE_MODELS, DiTVQBridge, VQBridge, bridge_grid
 
 __all__ = [
     "BACKBONES",
     "Decoder",
+    "DiTVQBridge",
     "Encoder",
     "FVQModel",
     "FrozenCodebookQuantizer",
     "LLAMAGEN_PRESETS",
     "LlamaGenConfig",
     "LlamaGenForConditionalGeneration",
+    "QBRIDGE_MODELS",
     "QuantizerOutput",
     "SimVQQuantizer",
     "VQBridge",
