@@ -148,7 +148,12 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             image.load()
             return image.copy()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise AppError(f"{name} could not be read as an image ({e}). Upload a {UPLOAD_TYPES} file.") from e
+        reason = (
+            "not a known image format, or a damaged file" if isinstance(e, UnidentifiedImageError) else str(e)
+        )
+        raise AppError(
+            f"{name} could not be read as an image ({reason}). Upload a {UPLOAD_TYPES} file."
+        ) from e
 
 
 def prepare_image(image: Image.Image, model) -> tuple[torch.Tensor, str]:

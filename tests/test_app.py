@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import randomize_bridge
+from hub_server import HubServer, Repo
 from PIL import Image
 
 from fullvq_hf import FVQModel, LlamaGenConfig, LlamaGenForConditionalGeneration, LlamaGenPipeline
@@ -147,17 +148,27 @@ def test_missing_models_are_one_error_line(app, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ the page in a real browser
+def publish(hub: HubServer, repo_id: str, folder: Path) -> None:
+    """Put a model folder on the loopback Hub as one commit (what push_to_hub would upload)."""
+    files = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    with hub.state.lock:
+        hub.state.repos[repo_id] = Repo(repo_id)
+        hub.state.repos[repo_id].commit("main", files, "upload")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 180) -> None:
+def wait_for_server(url: str, process: subprocess.Popen, log: Path, timeout: float = 180) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the app exited with {process.returncode}:\n{process.stdout.read()}")
+            raise RuntimeError(f"the app exited with {process.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:
@@ -191,7 +202,7 @@ def shown_image(driver, elem_id: str, timeout: float = 120) -> Image.Image:
 
 
 @pytest.mark.browser
-def test_app_in_browser(tmp_path, app):
+def test_app_in_browser(tmp_path, app, demo_dir):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -200,16 +211,29 @@ def test_app_in_browser(tmp_path, app):
     if not (CHROMIUM and CHROMEDRIVER):  # a failure, not a skip: CI must not pass without the browser
         pytest.fail("needs Debian's chromium and chromium-driver: `make test` installs them (make browser); "
                     "where no browser can be installed, deselect this test with -m 'not browser'")  # fmt: skip
-    demo_dir = Path(os.environ.get("FULLVQ_APP_DEMO_DIR") or build_tiny_demo(tmp_path / "demo"))
-    tokenizer = FVQModel.from_pretrained(demo_dir / "fvq" / "model")
+    real = os.environ.get("FULLVQ_APP_DEMO_DIR")
+    local = Path(real or demo_dir)
+    tokenizer = FVQModel.from_pretrained(local / "fvq" / "model")
     size, grid = tokenizer.config.sample_size, tokenizer.config.sample_size // tokenizer.downsample_factor
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "examples" / "app.py"), "--demo-dir", str(demo_dir), "--port", str(port),
-         "--usage-images", os.environ.get("FULLVQ_APP_USAGE_IMAGES", "500")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"},
-    )  # fmt: skip
+    command = [
+        sys.executable,
+        str(ROOT / "examples" / "app.py"),
+        "--port",
+        str(port),
+        "--usage-images",
+        "300",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    hub, log, process, driver = HubServer().start(), open(tmp_path / "app.log", "w"), None, None
+    if real:
+        command += ["--demo-dir", real]
+    else:  # the FVQ tokenizer and the pipeline by Hub id (the loopback Hub), the plain VQ one by local path
+        publish(hub, "your-org/fvq-tiny", demo_dir / "fvq" / "model")
+        publish(hub, "your-org/llamagen-tiny", demo_dir / "pipeline")
+        command += ["--tokenizer", "your-org/fvq-tiny", "--compare-tokenizer", str(demo_dir / "vq" / "model"),
+                    "--pipeline", "your-org/llamagen-tiny"]  # fmt: skip
+        env.update(HF_ENDPOINT=hub.endpoint, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf-home"))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -220,10 +244,10 @@ def test_app_in_browser(tmp_path, app):
         "--window-size=1400,1250",
     ):
         options.add_argument(flag)
-    driver = None
     try:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         url = f"http://127.0.0.1:{port}/"
-        wait_for_server(url, process)
+        wait_for_server(url, process, tmp_path / "app.log")
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         driver.get(url)
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#tok-button"))
@@ -254,6 +278,23 @@ def test_app_in_browser(tmp_path, app):
         assert non_blank(samples.crop((app.GRID_MARGIN, 0, samples.width, samples.height)))
         assert "10 classes x 8 samples" in driver.find_element(By.CSS_SELECTOR, "#gen-info").text
         driver.save_screenshot(str(tmp_path / "app_generate.png"))
+        # an unreadable upload: refused with a message naming the file, shown by the page
+        driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Tokenize')]").click()
+        broken = tmp_path / "broken.png"
+        broken.write_bytes(b"not an image")
+        driver.find_element(By.CSS_SELECTOR, "#tok-upload input[type=file]").send_keys(str(broken))
+        WebDriverWait(driver, 60).until(lambda d: "broken" in d.find_element(By.ID, "tok-upload").text)
+        driver.find_element(By.CSS_SELECTOR, "#tok-button").click()
+        toast = WebDriverWait(driver, 60).until(
+            lambda d: [
+                t.text for t in d.find_elements(By.CSS_SELECTOR, ".toast-body") if "broken.png" in t.text
+            ]
+        )
+        assert "broken.png could not be read as an image (not a known image format" in toast[0]
+        assert "Upload a PNG" in toast[0]
+        if not real:  # the app did pull both repos from the Hub
+            pulled = {path.split("/resolve/")[0] for method, path in hub.requests if "/resolve/" in path}
+            assert {"/your-org/fvq-tiny", "/your-org/llamagen-tiny"} <= pulled, pulled
         for name in ("app.png", "app_generate.png"):
             assert non_blank(Image.open(tmp_path / name))
         if os.environ.get("FULLVQ_APP_SCREENSHOT"):
@@ -263,8 +304,11 @@ def test_app_in_browser(tmp_path, app):
     finally:
         if driver is not None:
             driver.quit()
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        hub.stop()
+        log.close()
