@@ -201,6 +201,13 @@ def code_colours(ids: np.ndarray) -> np.ndarray:
     return (np.asarray(rgb).reshape(*np.shape(ids), 3) * 255).round().astype(np.uint8)
 
 
+def load_font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one bitmap size
+        return ImageFont.load_default()
+
+
 def token_map_image(ids: torch.Tensor, target: int = DISPLAY_SIZE) -> Image.Image:
     """Token ids (h, w) -> a colour image of the grid (one cell per token, ids written in when they fit)."""
     ids = ids.cpu().numpy()
@@ -209,7 +216,7 @@ def token_map_image(ids: torch.Tensor, target: int = DISPLAY_SIZE) -> Image.Imag
     image = Image.fromarray(code_colours(ids)).resize((w * cell, h * cell), Image.NEAREST)
     if cell >= 24:
         draw = ImageDraw.Draw(image)
-        font = ImageFont.load_default(size=max(8, cell // 4))
+        font = load_font(max(8, cell // 4))
         for r in range(h):
             for c in range(w):
                 draw.text(
@@ -261,7 +268,7 @@ def usage_figure(ids: torch.Tensor, test_counts: np.ndarray, test_images: int, d
     bottom.set_xlim(0.8, len(order) * 1.25)
     bottom.set_ylim(0, counts.max() * 1.15)
     bottom.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))  # room above for the page's label
     return figure_to_image(fig)
 
 
@@ -459,7 +466,7 @@ def sample_grid(rows: list[torch.Tensor], labels: list[str]) -> Image.Image:
     width, height, factor = grid_layout(len(rows), n, h, w)
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=13)
+    font = load_font(13)
     for r, (row, label) in enumerate(zip(rows, labels)):
         for j, x in enumerate(row):
             tile = to_pil(x).convert("RGB").resize((w * factor, h * factor), Image.NEAREST)

@@ -299,8 +299,7 @@ def test_app_in_browser(tmp_path, app, demo_dir):
             assert non_blank(Image.open(tmp_path / name))
         if os.environ.get("FULLVQ_APP_SCREENSHOT"):
             target = Path(os.environ["FULLVQ_APP_SCREENSHOT"])
-            shutil.copy(tmp_path / "app.png", target)
-            shutil.copy(tmp_path / "app_generate.png", target.with_name(target.stem + "_generate.png"))
+            shutil.copy(tmp_path / "app.png", target)  # the Tokenize tab
     finally:
         if driver is not None:
             driver.quit()
