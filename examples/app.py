@@ -537,8 +537,9 @@ def build_app(demo: Demo):
                 cmp_upload = gr.File(label="or upload an image", file_types=["image"], type="filepath")
                 cmp_button = gr.Button("Compare", variant="primary", elem_id="cmp-button")
             cmp_info = gr.Markdown(elem_id="cmp-info")
-            cmp_outputs = [gr.Image(label="original", format="png", elem_id="cmp-original")]
             with gr.Row():
+                with gr.Column():
+                    cmp_outputs = [gr.Image(label="original", format="png", elem_id="cmp-original")]
                 for i, name in enumerate(names):
                     with gr.Column():
                         cmp_outputs.append(

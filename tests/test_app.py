@@ -267,6 +267,17 @@ def test_app_in_browser(tmp_path, app, demo_dir):
         time.sleep(0.5)  # let the page settle (progress bars gone) before the screenshot
         driver.save_screenshot(str(tmp_path / "app.png"))
 
+        driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Compare')]").click()
+        WebDriverWait(driver, 30).until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#cmp-button").is_displayed()
+        )
+        driver.find_element(By.CSS_SELECTOR, "#cmp-button").click()
+        for elem_id in ("cmp-original", "cmp-recon-0", "cmp-recon-1"):
+            image = shown_image(driver, elem_id)
+            assert image.size == (size * scale, size * scale) and non_blank(image), elem_id
+        table = driver.find_element(By.CSS_SELECTOR, "#cmp-info table").text  # rendered as a table
+        assert "FVQ (VQBridge)" in table and "plain VQ" in table and table.count(" dB") == 2
+
         driver.find_element(By.XPATH, "//button[@role='tab' and contains(., 'Generate')]").click()
         WebDriverWait(driver, 30).until(
             lambda d: d.find_element(By.CSS_SELECTOR, "#gen-button").is_displayed()
