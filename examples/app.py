@@ -46,8 +46,8 @@ from fullvq_hf.data import (  # noqa: E402
     load_fashion_mnist,
     load_image_dataset,
 )
-from fullvq_hf.evaluation.tokenizer_eval import load_tokenizer  # noqa: E402
 from fullvq_hf.metrics import CodebookUsage, psnr, ssim  # noqa: E402
+from fullvq_hf.models.loading import load_tokenizer  # noqa: E402
 
 DISPLAY_SIZE = 256  # tokenizer images are shown upscaled (nearest) to about this many pixels
 GRID_TILE = 64  # generated images are shown upscaled to about this many pixels each
