@@ -70,18 +70,26 @@ def test_executions_of_one_bundle_share_their_classes(tmp_path):
     assert second.LlamaGenPipeline is first.LlamaGenPipeline
 
 
-def test_out_of_bundle_imports_fail_clearly_without_the_package(tmp_path, monkeypatch):
-    from fullvq_hf import FVQModel
+def test_out_of_bundle_imports_fail_clearly_without_the_package(fake_package, tmp_path):
+    # a lazy import of a module outside the bundle (as models/hub_mixin.py's lazy import of hub.py) is kept
+    # absolute and guarded: without the package it is an ImportError naming the install, not a NameError
+    fake_package({
+        "__init__.py": "",
+        "a.py": "from __future__ import annotations\nclass Model:\n    def export(self):\n"
+                "        from .extra import helper\n        return helper()\n",
+        "extra.py": "def helper():\n    return 1\n",
+    })  # fmt: skip
+    import fakepkg.a  # noqa: F401  (the bundler reads loaded modules)
 
-    code = rc.bundle_source([FVQModel])
-    assert "from fullvq_hf.convert" in code  # a lazy converter import, kept absolute and guarded
-    bundle = exec_bundle(code, tmp_path / "fvq_guarded.py", "fvq_guarded_under_test")
-    model = bundle.FVQModel.from_preset("tiny", None, codebook_size=64, codebook_dim=8, quantizer_type="vq")
-    monkeypatch.setitem(
-        sys.modules, "fullvq_hf.convert.diffusers_vq", None
-    )  # as if fullvq_hf were not installed
-    with pytest.raises(ImportError, match="pip install fullvq_hf"):
-        model.to_diffusers_vqmodel()
+    assert rc.module_closure(["fakepkg.a"]) == ["fakepkg.a"]
+    text = rc._rewrite_module("fakepkg.a", {"fakepkg.a"})
+    assert "from fakepkg.extra import helper" in text
+    namespace: dict = {}
+    exec(compile("from __future__ import annotations\n" + text, "bundle", "exec"), namespace)
+    assert namespace["Model"]().export() == 1  # with the package installed, the import goes through
+    sys.modules["fakepkg.extra"] = None  # as if the package were not installed (the fixture cleans it up)
+    with pytest.raises(ImportError, match="pip install"):
+        namespace["Model"]().export()
 
 
 def _fake_package(root, files: dict[str, str]):

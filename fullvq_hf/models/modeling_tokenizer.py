@@ -19,6 +19,7 @@ from torch import nn
 
 from .autoencoder import Decoder, Encoder
 from .hub_mixin import HubPushMixin
+from .loading import checked_from_pretrained
 from .quantizers import VectorQuantizer
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -90,8 +91,6 @@ class VQTokenizerMixin(HubPushMixin):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """diffusers' ``from_pretrained``, but a folder of another class, or one missing a weight, is a ``ValueError``
         saying what the folder holds (diffusers only warns). ``fullvq_hf.load_tokenizer`` picks the class itself."""
-        from .loading import checked_from_pretrained
-
         return checked_from_pretrained(cls, super().from_pretrained, pretrained_model_name_or_path, **kwargs)
 
     # ------------------------------------------------------------------ properties
