@@ -3,8 +3,12 @@ diffusers models, and the LlamaGen class-to-image generator as a transformers mo
 
 __version__ = "0.1.0"
 
-from .metrics import CodebookUsage
-from .models import (
+from .runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads: passive OpenMP waits, malloc keeps large blocks (see runtime.py)
+
+from .metrics import CodebookUsage  # noqa: E402
+from .models import (  # noqa: E402
     BACKBONES,
     FrozenCodebookQuantizer,
     FVQModel,
@@ -20,7 +24,7 @@ from .models import (
     bridge_grid,
     nearest_codes,
 )
-from .pipelines import LlamaGenPipeline
+from .pipelines import LlamaGenPipeline  # noqa: E402
 
 __all__ = [
     "BACKBONES",
