@@ -82,8 +82,8 @@ print("@@" + json.dumps({"wall": (t1[0] - t0[0]) / n, "user": (t1[1] - t0[1]) / 
 """
 
 
-def run_child(src: Path, mode: str, n: int, timeout: int) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(src))
+def run_child(src: Path, mode: str, n: int, timeout: int, extra_env: dict | None = None) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(src), **(extra_env or {}))
     out = subprocess.run([sys.executable, "-c", CHILD, mode, str(n)], env=env, capture_output=True, text=True,
                          timeout=timeout, cwd="/tmp")  # fmt: skip
     lines = [line for line in out.stdout.splitlines() if line.startswith("@@")]
@@ -105,6 +105,9 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=4, help="timed training steps per subprocess")
     p.add_argument("--search-tokens", type=int, default=16384)
     p.add_argument("--only", choices=["step", "search"], default=None)
+    p.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra environment of the old runs only, e.g. OMP_WAIT_POLICY=PASSIVE to separate the "
+                        "code's gains from the new process settings")  # fmt: skip
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results_train_step"))
     args = p.parse_args(argv)
@@ -118,7 +121,8 @@ def main(argv=None) -> dict:
             order = ("old", "new") if r % 2 == 0 else ("new", "old")
             for v in order:
                 n = args.steps if mode == "step" else args.search_tokens
-                res = run_child(versions[v], mode, n, args.timeout)
+                extra = dict(kv.split("=", 1) for kv in args.base_env) if v == "old" else None
+                res = run_child(versions[v], mode, n, args.timeout, extra)
                 runs[mode][v].append(res)
                 print(f"round {r} {mode:6s} {v}: wall {res['wall']:.3f}s user {res['user']:.3f}s sys {res['sys']:.3f}s "
                       f"minflt {res['minflt']:.0f}", flush=True)  # fmt: skip
@@ -141,13 +145,15 @@ def main(argv=None) -> dict:
             s["train_split_eval_minutes"] = {v: s[v]["wall"] * scale / 60 for v in ("old", "new")}
         summary[mode] = s
     load = os.getloadavg()
-    result = {"base_commit": args.base_commit, "rounds": args.rounds, "steps": args.steps,
+    result = {"base_commit": args.base_commit, "base_env": args.base_env, "rounds": args.rounds, "steps": args.steps,
               "search_tokens": args.search_tokens, "cpu_count": os.cpu_count(), "load_average_at_end": load,
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "summary": summary, "runs": runs}  # fmt: skip
     Path(args.out + ".json").write_text(json.dumps(result, indent=2))
     lines = [f"# Side-by-side: base {args.base_commit} (old) vs this checkout (new)", "",
              f"{os.cpu_count()} cores, load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-             f"(the machine was shared); {args.rounds} interleaved rounds, medians; fresh subprocess per measure.", "",
+             f"(the machine was shared); {args.rounds} interleaved rounds, medians; fresh subprocess per measure; "
+             f"torch threads {summary[modes[0]]['new']['threads']}; old runs' OMP_WAIT_POLICY: "
+             f"{summary[modes[0]]['old']['omp_wait_policy']}, new: {summary[modes[0]]['new']['omp_wait_policy']}.", "",
              "| measure | old wall | new wall | wall ratio | old CPU (user+sys) | new CPU | CPU ratio | old sys | new sys |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     names = {"step": "training step, cpu-fmnist-fvq (s)",
