@@ -94,12 +94,16 @@ def run_child(src: Path, mode: str, n: int, timeout: int, extra_env: dict | None
 
 def ensure_base(base_src: Path, commit: str) -> None:
     if not (base_src / "fullvq_hf" / "__init__.py").exists():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_src), commit], check=True)
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", str(base_src), commit], check=True
+        )
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base-src", default="/tmp/base40", help="checkout of the base commit (created if missing)")
+    p.add_argument(
+        "--base-src", default="/tmp/base40", help="checkout of the base commit (created if missing)"
+    )
     p.add_argument("--base-commit", default="40f3699")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=4, help="timed training steps per subprocess")
@@ -137,7 +141,9 @@ def main(argv=None) -> dict:
             s[v]["omp_wait_policy"] = rs[0]["omp_wait_policy"]
         s["wall_ratio"] = s["old"]["wall"] / s["new"]["wall"]
         s["cpu_ratio"] = s["old"]["cpu"] / s["new"]["cpu"]
-        s["per_round_wall_ratios"] = [o["wall"] / n["wall"] for o, n in zip(runs[mode]["old"], runs[mode]["new"])]
+        s["per_round_wall_ratios"] = [
+            o["wall"] / n["wall"] for o, n in zip(runs[mode]["old"], runs[mode]["new"])
+        ]
         if mode == "search":
             digests = {x["ids_sha256"] for v in ("old", "new") for x in runs[mode][v]}
             s["ids_identical"] = len(digests) == 1

@@ -34,7 +34,9 @@ def configure_cpu_runtime() -> dict:
     if sys.platform.startswith("linux") and os.environ.get("FULLVQ_KEEP_MALLOC") != "1":
         try:
             libc = ctypes.CDLL("libc.so.6")
-            ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's maximum: blocks below 32 MiB from the heap
+            ok = libc.mallopt(
+                _M_MMAP_THRESHOLD, 32 << 20
+            )  # glibc's maximum: blocks below 32 MiB from the heap
             ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # do not give the heap top back after every step
             ok &= libc.mallopt(_M_TOP_PAD, 64 << 20)  # grow the heap in large steps
             applied["malloc"] = bool(ok)
