@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+from .runtime import configure_cpu_runtime
+
+configure_cpu_runtime()  # before torch loads: passive OpenMP waits, malloc keeps large blocks (see runtime.py)
+
 # public name -> submodule that defines it (imported on first access)
 _LAZY_NAMES = {
     "BACKBONES": "models",

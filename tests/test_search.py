@@ -69,3 +69,17 @@ def test_one_million_codes_run():
     codebook = torch.randn(1 << 20, 8, generator=g)
     idx, _ = nearest_codes(z, codebook, max_elements=1 << 22)
     assert int(idx.max()) < (1 << 20)
+
+
+@pytest.mark.parametrize("budget", [7, 3000, 1 << 24])
+@pytest.mark.parametrize("k", [3, 700, 2100])
+def test_ids_equal_brute_force_exactly_with_ties(budget, k):
+    """Small integer coordinates make every distance exact in float32 whatever the summation order, and give
+    many exact ties: the ids must equal the brute-force argmin (lowest index on ties) exactly, across blocks."""
+    g = torch.Generator().manual_seed(k + budget)
+    z = torch.randint(-3, 4, (1500, 8), generator=g).float()
+    codebook = torch.randint(-2, 3, (k, 8), generator=g).float()
+    idx, dist = nearest_codes(z, codebook, max_elements=budget)
+    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)  # (N, K) int64
+    assert torch.equal(idx, exact.argmin(1))
+    assert torch.equal(dist, exact.min(1).values.float())

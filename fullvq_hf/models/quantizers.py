@@ -25,14 +25,17 @@ from torch.utils.checkpoint import checkpoint
 
 from .vqbridge import BRIDGE_CLASSES
 
-DEFAULT_MAX_SEARCH_ELEMENTS = 1 << 24  # 64 MiB of float32 distances per block
+DEFAULT_MAX_SEARCH_ELEMENTS = 1 << 24  # upper bound on the float32 distances of one block (64 MiB)
+# Cache-sized blocks: at small code dims (D = 8) the GEMM writes far more than it reads, so a block must stay in
+# L2/L3; MKL's sgemm with a tiny inner dimension is also fastest for at most ~512 output columns.
+_CODE_BLOCK, _BLOCK_ELEMENTS = 512, 1 << 20
 
 
 def _search_blocks(num_tokens: int, num_codes: int, max_elements: int) -> tuple[int, int]:
-    """(token block, code block) sizes whose product stays within ``max_elements``."""
+    """(token block, code block) sizes whose product stays within ``max_elements`` (and ~4 MiB of float32)."""
     max_elements = max(1, int(max_elements))
-    token_block = min(num_tokens, max(1, max_elements // min(num_codes, 4096)))
-    code_block = min(num_codes, max(1, max_elements // token_block))
+    code_block = min(num_codes, _CODE_BLOCK, max_elements)
+    token_block = min(num_tokens, max(1, min(max_elements, _BLOCK_ELEMENTS) // code_block))
     return token_block, code_block
 
 
@@ -43,7 +46,12 @@ def nearest_codes(
     """Exact squared-L2 nearest neighbour of each row of ``z`` (N, D) among the rows of ``codebook`` (K, D).
 
     Returns ``(indices (N,) int64, squared distances (N,) float32)``. Ties go to the lowest index, as in
-    ``torch.argmin``. Peak extra memory is ``max_elements`` float32 values plus O(N + K).
+    ``torch.argmin``. Peak extra memory is at most ``max_elements`` float32 values (one reused block of at most
+    2**20) plus O(N + K * D).
+
+    Per block of tokens x codes: one GEMM ``[z, 1] @ [-2e, |e|^2]^T`` into a reused buffer, then the row minima
+    (``amin``, vectorised); the index-tracking ``argmin`` only runs on the rows this block improves (strictly, so
+    earlier blocks win ties), which after the first few blocks are few.
     """
     if z.ndim != 2 or codebook.ndim != 2 or z.shape[1] != codebook.shape[1]:
         raise ValueError(f"nearest_codes expects z (N, D) and codebook (K, D); got {tuple(z.shape)} and {tuple(codebook.shape)}.")
@@ -51,29 +59,33 @@ def nearest_codes(
         z = z.float()
         codebook = codebook.float()
         n, k = z.shape[0], codebook.shape[0]
-        # |e|^2 - 2 z.e as one GEMM: [z, 1] @ [-2e, |e|^2]^T (no broadcast add over the block)
-        codes_sq = codebook.pow(2).sum(1, keepdim=True)  # (K, 1)
-        token_block, code_block = _search_blocks(n, k, max_elements)
-        scratch = torch.empty(token_block * code_block, device=z.device, dtype=torch.float32)
         indices = torch.empty(n, device=z.device, dtype=torch.long)
         best = torch.empty(n, device=z.device, dtype=torch.float32)
+        if n == 0:
+            return indices, best
+        # (D+1, K): column j is [-2 e_j, |e_j|^2], so [z, 1] @ codes_aug = |e|^2 - 2 z.e (|z|^2 is added at the end)
+        codes_aug = torch.cat([codebook * -2.0, codebook.pow(2).sum(1, keepdim=True)], dim=1).t().contiguous()
+        token_block, code_block = _search_blocks(n, k, max_elements)
+        scratch = torch.empty(token_block * code_block, device=z.device, dtype=torch.float32)
+        block_min = torch.empty(token_block, device=z.device, dtype=torch.float32)
         for t0 in range(0, n, token_block):
             zt = z[t0 : t0 + token_block]
-            zt = torch.cat([zt, zt.new_ones(len(zt), 1)], dim=1)  # (tn, D+1)
-            best_t, idx_t = best[t0 : t0 + len(zt)], indices[t0 : t0 + len(zt)]
+            tn = len(zt)
+            zt = torch.cat([zt, zt.new_ones(tn, 1)], dim=1)  # (tn, D+1)
+            best_t, idx_t = best[t0 : t0 + tn], indices[t0 : t0 + tn]
             for c0 in range(0, k, code_block):
-                ct = codebook[c0 : c0 + code_block]
-                ct = torch.cat([ct * -2.0, codes_sq[c0 : c0 + len(ct)]], dim=1)  # (kc, D+1)
-                dist = scratch[: len(zt) * len(ct)].view(len(zt), len(ct))
-                torch.mm(zt, ct.t(), out=dist)  # (tn, kc) = |e|^2 - 2 z.e
-                values, local = dist.min(dim=1)
+                ct = codes_aug[:, c0 : c0 + code_block]
+                dist = scratch[: tn * ct.shape[1]].view(tn, ct.shape[1])
+                torch.mm(zt, ct, out=dist)  # (tn, kc)
                 if c0 == 0:
-                    best_t.copy_(values)
-                    idx_t.copy_(local)
-                else:
-                    better = values < best_t  # strict: earlier blocks win ties
-                    best_t.copy_(torch.where(better, values, best_t))
-                    idx_t.copy_(torch.where(better, local + c0, idx_t))
+                    torch.amin(dist, dim=1, out=best_t)
+                    torch.argmin(dist, dim=1, out=idx_t)
+                    continue
+                values = torch.amin(dist, dim=1, out=block_min[:tn])
+                rows = (values < best_t).nonzero().squeeze(1)  # strict: earlier blocks win ties
+                if len(rows):
+                    best_t[rows] = values[rows]
+                    idx_t[rows] = dist.index_select(0, rows).argmin(dim=1).add_(c0)
         best += z.pow(2).sum(1)
         return indices, best.clamp_min_(0)
 
