@@ -28,7 +28,10 @@ def _loaded_modules(code: str) -> set[str]:
 def test_import_fullvq_hf_imports_no_framework_and_no_upper_floor():
     loaded = _loaded_modules("import fullvq_hf\nassert fullvq_hf.__version__")
     assert not {m for m in loaded if m.split(".")[0] in HEAVY}
-    assert not {m for m in loaded if m.startswith("fullvq_hf.")}, "import fullvq_hf must import no submodule"
+    # runtime.py (stdlib only) sets the CPU threading/malloc policy, which must happen before torch loads
+    assert not {m for m in loaded if m.startswith("fullvq_hf.")} - {"fullvq_hf.runtime"}, (
+        "import fullvq_hf must import no submodule but runtime"
+    )
 
 
 def test_fullvq_help_imports_no_torch():
@@ -72,10 +75,19 @@ def _imports(path: Path) -> list[str]:
     return names
 
 
+# The one sanctioned exception, lazy inside a method: ``model.push_to_hub`` (the method diffusers and transformers
+# users call on a model) must write the package's card, and neither library offers a card hook to register from hub.py.
+ALLOWED_UPWARD = {("hub_mixin.py", "fullvq_hf.hub")}
+
+
 def test_models_import_no_code_of_the_floors_above():
     bad = {}
     for path in sorted((PACKAGE / "models").glob("*.py")):
-        upper = [m for m in _imports(path) if m.split(".")[1:2] and m.split(".")[1] in UPPER_FLOORS]
+        upper = [
+            m
+            for m in _imports(path)
+            if m.split(".")[1:2] and m.split(".")[1] in UPPER_FLOORS and (path.name, m) not in ALLOWED_UPWARD
+        ]
         if upper:
             bad[path.name] = upper
     assert not bad, f"models/ must hold nn.Modules and their serialisation only; these import upper floors: {bad}"
