@@ -12,7 +12,7 @@ import torch
 from fullvq_hf.hub import render_model_card
 from fullvq_hf.models import BACKBONES, FVQModel
 from fullvq_hf.training.config import TokenizerTrainingConfig, make_config
-from fullvq_hf.training.tokenizer_trainer import build_model, main, train
+from fullvq_hf.training.tokenizer_trainer import build_model, main
 
 # a few steps, nothing but the training and its exports
 QUICK = ["--preset", "cpu-tiny", "--max-steps", "2", "--eval-split", "none", "--checkpoint-every", "0",
@@ -40,7 +40,7 @@ def test_init_from_refuses_each_option_it_cannot_honour(plain_vq, tmp_path, caps
     assert len(err.splitlines()) == 1 and err.startswith("train: error:")
     assert "--codebook-size 999 (" in err and "has 576)" in err
     assert "--quantizer-type simvq (" in err and "has vq)" in err
-    assert "--bridge XL/8 (" in err and "has None)" in err
+    assert "--bridge XL/8 (" in err and "has no bridge)" in err
     assert "--finetune-from-vq" in err  # the way to a bridge on a plain VQ
     assert not (out / "training_config.json").exists()  # nothing trained, nothing recorded
 

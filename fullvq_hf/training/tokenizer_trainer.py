@@ -107,8 +107,9 @@ def check_model_options(cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCM
             ok = _same(have.get(name), value)
         if not ok:
             shown = have.get(name)
-            if name == "bridge" and shown is None and config.get("quantizer_type") == "vqbridge":
-                shown = ", ".join(f"{k}={config.get(k)}" for k in _BRIDGE_KEYS)
+            if name == "bridge" and shown is None:
+                shown = (", ".join(f"{k}={config.get(k)}" for k in _BRIDGE_KEYS)
+                         if config.get("quantizer_type") == "vqbridge" else "no bridge")  # fmt: skip
             if name == "backbone" and shown is None:
                 shown = f"block_out_channels={list(config.get('block_out_channels', ()))}"
             conflicts.append(f"--{name.replace('_', '-')} {value} ({source} has {shown})")
@@ -116,7 +117,9 @@ def check_model_options(cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCM
         conflicts.append(f"--lc-codebook {cfg.lc_codebook} ({source} has its own codebook)")
     if conflicts:
         raise ValueError(
-            f"{flag} {source} keeps that tokenizer's architecture, so these options cannot be honoured: "
+            f"{flag} {source} keeps that tokenizer's "
+            f"{'architecture' if flag == '--init-from' else 'encoder, decoder and codebook'}, so these options "
+            "cannot be honoured: "
             f"{'; '.join(conflicts)}. Leave them out (or give the values it has); to train another architecture, "
             f"start from scratch (without {flag})" + (
                 "; to add a fresh bridge to a plain VQ, use --finetune-from-vq instead of --init-from"
