@@ -11,7 +11,7 @@ import torch
 
 from fullvq_hf.hub import render_model_card
 from fullvq_hf.models import BACKBONES, FVQModel
-from fullvq_hf.training.config import TokenizerTrainingConfig, make_config
+from fullvq_hf.training.config import TokenizerTrainingConfig, make_config, parse_args
 from fullvq_hf.training.tokenizer_trainer import build_model, main
 
 # a few steps, nothing but the training and its exports
@@ -68,6 +68,9 @@ def test_init_from_trains_and_records_the_source_architecture(plain_vq, tmp_path
     assert "**576** codes" in card and "| codebook size | `576` |" in card
     assert "VQBridge | " not in card and "inference form" not in card and "`256`" not in card
     assert "A plain VQ baseline" in card
+    # the recorded options (every one of them given, from the file) agree with the source: the run can be repeated
+    again = parse_args(["--config", str(out / "training_config.json"), "--output-dir", str(tmp_path / "again")])
+    assert build_model(again).config.codebook_size == 576
 
 
 def test_card_reads_the_trained_model_not_ignored_flags(plain_vq, tmp_path):

@@ -94,6 +94,8 @@ def check_model_options(cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCM
         value = getattr(cfg, name)
         if name not in given or value is None:  # None: "the model's own"
             continue
+        if name not in have:  # an option of the other model class (e.g. codebook_feature_dim for FVQ): unused
+            continue
         if name == "backbone":
             shape = BACKBONES.get(value)
             ok = shape is not None and all(_same(config.get(k), v) for k, v in shape.items())
