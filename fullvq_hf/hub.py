@@ -200,6 +200,50 @@ _RECIPE_KEYS = [
 _RUN_KEYS = [("step", "steps done"), ("images_seen", "images seen"), ("num_processes", "processes")]
 
 
+def _matches(trained: Mapping[str, Any], keys: dict[str, Any]) -> bool:
+    return all(
+        (list(trained.get(k)) if isinstance(trained.get(k), list | tuple) else trained.get(k))
+        == (list(v) if isinstance(v, list | tuple) else v)
+        for k, v in keys.items()
+    )
+
+
+def _trained_recipe(config: Mapping[str, Any], trained: Mapping[str, Any] | None, full: bool) -> dict:
+    """``config`` (``training_config.json``) with its architecture settings read from ``trained``, the config.json
+    of the model the run trained: options a run did not honour (e.g. with ``init_from``, or a bridge preset with a
+    plain quantizer) never reach the card. ``full``: ``trained`` is the training form (``model-train``, or a model
+    that was not folded), so it also tells the quantizer; a folded model only tells the codebook and backbone."""
+    out = dict(config)
+    if not trained or trained.get("_class_name") not in ("FVQModel", "VQGANLCModel"):
+        return out
+    from .models import BACKBONES
+    from .models.vqbridge import parse_bridge_preset
+
+    out["model_type"] = "vqgan-lc" if trained["_class_name"] == "VQGANLCModel" else "fvq"
+    for key in ("codebook_size", "codebook_dim"):
+        if key in trained:
+            out[key] = trained[key]
+    name = out.get("backbone")
+    if name not in BACKBONES or not _matches(trained, BACKBONES[name]):
+        name = next((n for n, shape in BACKBONES.items() if _matches(trained, shape)), None)
+        out["backbone"] = name or f"block_out_channels {list(trained.get('block_out_channels', ()))}"
+    if trained["_class_name"] == "VQGANLCModel":
+        out["quantizer_type"], out["bridge"] = None, None
+    elif full:
+        out["quantizer_type"] = trained.get("quantizer_type", "vqbridge")
+        if out["quantizer_type"] != "vqbridge":
+            out["bridge"] = None
+        else:
+            try:
+                same = bool(out.get("bridge")) and _matches(trained, parse_bridge_preset(out["bridge"]))
+            except ValueError:
+                same = False
+            if not same:
+                out["bridge"] = (f"{trained.get('bridge_type', 'vit')} bridge, width {trained.get('bridge_hidden_size')}, "
+                                 f"patch {trained.get('bridge_patch_size')}, depth {trained.get('bridge_depth')}")  # fmt: skip
+    return out
+
+
 def _recipe_rows(config: Mapping[str, Any], results: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = [(label, f"`{config[key]}`") for key, label in _RECIPE_KEYS if config.get(key) not in (None, "")]
     if config.get("gan_weight") in (0, 0.0):
@@ -262,8 +306,9 @@ def _is_repo_id(value: str | None) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- cards
 def _tokenizer_card(kind: str, model_config: dict, config: dict, results: dict) -> dict:
+    """``config``: the training configuration with the trained model's architecture (``_trained_recipe``)."""
     quantizer = model_config.get("quantizer_type", "vq")
-    trained_with = config.get("quantizer_type", quantizer)
+    trained_with = config.get("quantizer_type") or quantizer
     if kind == "vqgan_lc_tokenizer":
         variant, tags, citations = "vqgan-lc", ["vqgan-lc"], ["vqgan-lc", "llamagen"]
     else:  # FVQ (bridge, or folded from a bridge run), or the plain VQ / SimVQ baselines
@@ -372,6 +417,7 @@ def render_model_card(
     from huggingface_hub import ModelCard, ModelCardData
 
     train_subfolder, config_in_repo = None, False
+    trained_config, full = None, False  # the config.json of the model the run trained (training form), if known
     if isinstance(model_dir_or_model, str | Path):
         root = Path(model_dir_or_model)
         folder = _model_folder(root)
@@ -383,6 +429,7 @@ def render_model_card(
         config = config if config is not None else _read_json(root / "training_config.json")
         if folder != root and (root / "model-train" / "config.json").is_file():
             train_subfolder = "model-train"
+            trained_config, full = _read_config(root / "model-train"), True
     elif isinstance(model_dir_or_model, Mapping):
         model_config = dict(model_dir_or_model)
     else:
@@ -391,6 +438,11 @@ def render_model_card(
         model_config.setdefault("_class_name", type(model_dir_or_model).__name__)
     kind = kind or kind_from_config(model_config)
     results, config = dict(results or {}), dict(config or {})
+    if trained_config is None and model_config.get("_class_name") in ("FVQModel", "VQGANLCModel"):
+        # without the training form at hand, the model itself: it tells the quantizer unless it is a folded plain VQ
+        trained_config, full = model_config, model_config.get("quantizer_type", "vq") != "vq"
+    if config:
+        config = _trained_recipe(config, trained_config, full)
     if kind in ("fvq_tokenizer", "vqgan_lc_tokenizer"):
         context = _tokenizer_card(kind, model_config, config, results)
     elif kind == "llamagen_generator":

@@ -36,7 +36,18 @@ class TokenizerTrainingConfig:
     codebook_feature_dim: int = option(768, "vqgan-lc: dimension of the frozen feature codebook")
     lc_codebook: str | None = option(None, "vqgan-lc: safetensors file of the frozen feature codebook")
     in_channels: int = option(3, "image channels (1 grey, 3 RGB)")
-    init_from: str | None = option(None, "a from_pretrained source (Hub id or folder) to fine-tune")
+    init_from: str | None = option(
+        None,
+        "a tokenizer (folder or Hub id) to continue training AS IT IS: its architecture is kept, and a model option "
+        "given with a value other than its own (--codebook-size, --bridge, --quantizer-type, ...) is an error; "
+        "to add a fresh VQBridge to a plain VQ, use --finetune-from-vq",
+    )
+    finetune_from_vq: str | None = option(
+        None,
+        "a trained plain-VQ tokenizer (folder or Hub id, e.g. a converted LlamaGen VQ-16) to start FVQ from, as the "
+        "official --finetune-from-llmgen: its encoder, decoder and codebook are kept (the codebook becomes the raw "
+        "codebook) and a fresh --bridge is added (e.g. 'QBridge-L/4', the recipes' DiT bridge, or 'L/4')",
+    )
     # data
     dataset: str = option("fashion_mnist", "'fashion_mnist', 'photos', 'imagefolder' or a datasets name/path")
     data_dir: str | None = option(None, "folder of an 'imagefolder' dataset")
@@ -220,7 +231,21 @@ def make_config(args: dict[str, Any] | None = None, config_cls: type | None = No
         raise ValueError(
             f"Unknown option(s) {unknown}; valid options are the fields of {config_cls.__name__}."
         )
-    return config_cls(**values)
+    cfg = config_cls(**values)
+    # what the user set (file or options; a preset's values are defaults): checks such as init_from's compare these
+    cfg._explicit_options = frozenset(set(file_values) | set(args)) - {"preset"}
+    return cfg
+
+
+def explicit_options(cfg: Any) -> set[str]:
+    """The option names the user set explicitly: recorded by ``make_config`` (command line, config file, the
+    dict given to it; not a preset's values); for a config built directly, the fields that differ from the
+    class defaults."""
+    recorded = getattr(cfg, "_explicit_options", None)
+    if recorded is not None:
+        return set(recorded)
+    return {f.name for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING
+            and getattr(cfg, f.name) != f.default}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None, config_cls: type | None = None):
@@ -262,6 +287,7 @@ __all__ = [
     "PRESETS",
     "TokenizerTrainingConfig",
     "build_parser",
+    "explicit_options",
     "make_config",
     "option",
     "parse_args",

@@ -9,6 +9,8 @@ Order of one step (global batch = batch_size x processes x accumulation):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import logging
 import time
 
@@ -18,9 +20,9 @@ from accelerate import Accelerator
 
 from ..data import ImageTransform, StepBatchSampler, TransformedImages, collate_images, load_image_dataset
 from ..metrics import CodebookUsage
-from ..models import BACKBONES, FVQModel, VQGANLCModel
-from ..models.vqbridge import parse_bridge_preset
-from .config import TokenizerTrainingConfig, run_cli
+from ..models import BACKBONES, QBRIDGE_MODELS, FVQModel, VQGANLCModel, load_tokenizer
+from ..models.vqbridge import BRIDGE_WIDTHS, parse_bridge_preset
+from .config import TokenizerTrainingConfig, explicit_options, run_cli
 from .loop import (  # noqa: F401  (list_checkpoints re-exported: the name lived here first)
     Part,
     Run,
@@ -42,13 +44,109 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------- model
+# the options that describe a tokenizer's architecture (compared with a loaded model's config, and recorded from it)
+MODEL_OPTIONS = ("model_type", "backbone", "bridge", "quantizer_type", "codebook_size", "codebook_dim", "use_l2_norm",
+                 "entropy_loss_weight", "beta", "codebook_loss_weight", "codebook_feature_dim", "in_channels")  # fmt: skip
+_BRIDGE_KEYS = ("bridge_type", "bridge_patch_size", "bridge_hidden_size", "bridge_depth", "bridge_num_heads",
+                "bridge_mlp_ratio", "bridge_num_classes")  # fmt: skip
+
+
+def _bridge_name(config: dict) -> str | None:
+    """The ``--bridge`` preset name that builds exactly this config's bridge, or None (no bridge, or none fits)."""
+    if config.get("quantizer_type") != "vqbridge":
+        return None
+    defaults = {k: v.default for k, v in inspect.signature(FVQModel.__init__).parameters.items()}
+    names = [f"{s}/{p}" for s in BRIDGE_WIDTHS for p in (2, 4, 8)] + list(QBRIDGE_MODELS)
+    for name in names:
+        preset = {k: defaults[k] for k in _BRIDGE_KEYS} | parse_bridge_preset(name)
+        if all(config.get(k, preset[k]) == preset[k] for k in _BRIDGE_KEYS):
+            return name
+    return None
+
+
+def model_options(model: FVQModel | VQGANLCModel) -> dict:
+    """The trainer options (``MODEL_OPTIONS``) that describe ``model``, read from its config: what a run with it
+    actually trains. ``backbone`` / ``bridge`` are preset names, None where no preset builds that shape."""
+    config = dict(model.config)
+    backbone = next((name for name, shape in BACKBONES.items()
+                     if all(_same(config.get(k), v) for k, v in shape.items())), None)  # fmt: skip
+    out = {"model_type": "vqgan-lc" if isinstance(model, VQGANLCModel) else "fvq", "backbone": backbone,
+           "bridge": _bridge_name(config), "in_channels": config.get("in_channels")}  # fmt: skip
+    for name in MODEL_OPTIONS:
+        if name not in out and name in config:
+            out[name] = config[name]
+    if isinstance(model, VQGANLCModel):
+        out["quantizer_type"] = "vq"
+    return out
+
+
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(a, list | tuple) and isinstance(b, list | tuple) else a == b
+
+
+def check_model_options(cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCModel, source: str, flag: str) -> None:
+    """ValueError naming every model option the user set (``explicit_options``) to a value ``model`` (loaded
+    from ``source`` by ``flag``) does not have: such a run would silently train ``source``'s architecture."""
+    config, have = dict(model.config), model_options(model)
+    given = explicit_options(cfg)
+    conflicts = []
+    for name in MODEL_OPTIONS:
+        value = getattr(cfg, name)
+        if name not in given or value is None:  # None: "the model's own"
+            continue
+        if name not in have:  # an option of the other model class (e.g. codebook_feature_dim for FVQ): unused
+            continue
+        if name == "backbone":
+            shape = BACKBONES.get(value)
+            ok = shape is not None and all(_same(config.get(k), v) for k, v in shape.items())
+        elif name == "bridge":
+            if config.get("quantizer_type") != "vqbridge":
+                ok = False
+            else:
+                preset = parse_bridge_preset(value)
+                ok = all(config.get(k) == v for k, v in preset.items())
+        else:
+            ok = _same(have.get(name), value)
+        if not ok:
+            shown = have.get(name)
+            if name == "bridge" and shown is None:
+                shown = (", ".join(f"{k}={config.get(k)}" for k in _BRIDGE_KEYS)
+                         if config.get("quantizer_type") == "vqbridge" else "no bridge")  # fmt: skip
+            if name == "backbone" and shown is None:
+                shown = f"block_out_channels={list(config.get('block_out_channels', ()))}"
+            conflicts.append(f"--{name.replace('_', '-')} {value} ({source} has {shown})")
+    if "lc_codebook" in given and cfg.lc_codebook:
+        conflicts.append(f"--lc-codebook {cfg.lc_codebook} ({source} has its own codebook)")
+    if conflicts:
+        raise ValueError(
+            f"{flag} {source} keeps that tokenizer's "
+            f"{'architecture' if flag == '--init-from' else 'encoder, decoder and codebook'}, so these options "
+            "cannot be honoured: "
+            f"{'; '.join(conflicts)}. Leave them out (or give the values it has); to train another architecture, "
+            f"start from scratch (without {flag})" + (
+                "; to add a fresh bridge to a plain VQ, use --finetune-from-vq instead of --init-from"
+                if flag == "--init-from" else "") + "."
+        )  # fmt: skip
+
+
 def build_model(cfg: TokenizerTrainingConfig) -> FVQModel | VQGANLCModel:
-    """A fresh tokenizer from the config, or ``init_from`` (any ``from_pretrained`` source) to fine-tune."""
-    cls = {"fvq": FVQModel, "vqgan-lc": VQGANLCModel}.get(cfg.model_type)
-    if cls is None:
+    """A fresh tokenizer from the config; ``init_from`` (any tokenizer folder or Hub id) to continue training it as
+    it is; or ``finetune_from_vq`` (a plain-VQ tokenizer) to start FVQ from it with a fresh ``bridge``
+    (``FVQModel.from_vq_tokenizer``). Model options the loaded model cannot honour are a ValueError naming them."""
+    if cfg.model_type not in ("fvq", "vqgan-lc"):
         raise ValueError(f"model_type={cfg.model_type!r} is not one of 'fvq', 'vqgan-lc'.")
+    if cfg.init_from and cfg.finetune_from_vq:
+        raise ValueError(
+            "--init-from and --finetune-from-vq both give the starting weights: use --init-from to continue a "
+            "tokenizer as it is, --finetune-from-vq to add a fresh bridge to a plain VQ."
+        )
     if cfg.init_from:
-        return cls.from_pretrained(cfg.init_from)
+        model = load_tokenizer(cfg.init_from)
+        check_model_options(cfg, model, cfg.init_from, "--init-from")
+        return model
+    if cfg.finetune_from_vq:
+        return _from_vq(cfg)
+    cls = {"fvq": FVQModel, "vqgan-lc": VQGANLCModel}[cfg.model_type]
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"Unknown backbone {cfg.backbone!r}; choose one of {sorted(BACKBONES)}.")
     kwargs = dict(BACKBONES[cfg.backbone], in_channels=cfg.in_channels, out_channels=cfg.in_channels,
@@ -68,6 +166,43 @@ def build_model(cfg: TokenizerTrainingConfig) -> FVQModel | VQGANLCModel:
     else:
         logger.warning("vqgan-lc without --lc-codebook: the frozen codebook is random Gaussian features.")
     return model
+
+
+def _from_vq(cfg: TokenizerTrainingConfig) -> FVQModel:
+    """``finetune_from_vq``: the plain VQ's encoder, decoder and codebook under a fresh ``cfg.bridge``."""
+    source = load_tokenizer(cfg.finetune_from_vq)
+    if not isinstance(source, FVQModel) or source.config.quantizer_type != "vq":
+        kind = f"quantizer_type={source.config.quantizer_type!r}" if isinstance(source, FVQModel) else type(source).__name__
+        raise ValueError(
+            f"--finetune-from-vq needs a plain-VQ tokenizer (an FVQModel with quantizer_type='vq', e.g. a converted "
+            f"LlamaGen VQ-16), but {cfg.finetune_from_vq} holds {kind}; to continue that model as it is, use "
+            "--init-from."
+        )
+    given = explicit_options(cfg)
+    conflicts = []
+    if cfg.model_type != "fvq":
+        conflicts.append(f"--model-type {cfg.model_type} (the result is an FVQ model)")
+    if "quantizer_type" in given and cfg.quantizer_type != "vqbridge":
+        conflicts.append(f"--quantizer-type {cfg.quantizer_type} (the result has a bridge: 'vqbridge')")
+    if "use_l2_norm" in given and cfg.use_l2_norm:
+        conflicts.append("--use-l2-norm true (the bridge quantizer searches the projected codebook unnormalised)")
+    if conflicts:
+        raise ValueError(f"--finetune-from-vq cannot honour: {'; '.join(conflicts)}. Leave them out.")
+    # the kept parts' shapes come from the source: options that set them must agree with it
+    shape_check = dataclasses.replace(cfg, bridge=None, quantizer_type="vq", use_l2_norm=source.config.use_l2_norm)
+    honoured = {"bridge", "quantizer_type", "use_l2_norm", "model_type", "beta", "codebook_loss_weight", "entropy_loss_weight"}
+    shape_check._explicit_options = given - honoured
+    check_model_options(shape_check, source, cfg.finetune_from_vq, "--finetune-from-vq")
+    overrides = {name: getattr(cfg, name) for name in ("beta", "codebook_loss_weight", "entropy_loss_weight")
+                 if name in given and getattr(cfg, name) is not None}  # fmt: skip
+    return FVQModel.from_vq_tokenizer(source, cfg.bridge or "QBridge-L/4", **overrides)
+
+
+def record_trained_architecture(cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCModel) -> None:
+    """Set ``cfg``'s model options to what ``model`` is (so ``training_config.json`` and the card record the
+    architecture actually trained, never an option that was not used)."""
+    for name, value in model_options(model).items():
+        setattr(cfg, name, value)
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -147,6 +282,7 @@ class TokenizerTask(Task):
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
         cfg = self.cfg
         model = build_model(cfg)
+        record_trained_architecture(cfg, model)
         betas = (cfg.adam_beta1, cfg.adam_beta2)
         parts = [Part("model", model, torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay))]
         self.perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
