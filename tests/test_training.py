@@ -420,3 +420,31 @@ def test_streaming_imagefolder_with_photos(tmp_path):
     cfg = tiny(tmp_path / "run", dataset="imagefolder", data_dir=str(tmp_path / "photos"), streaming=True,
                in_channels=3, eval_split=None, max_steps=2, gan_weight=0.0, checkpoint_every=0, image_every=0)  # fmt: skip
     assert train(cfg)["step"] == 2
+
+
+def test_bridge_lr_multiplier_puts_the_bridge_in_its_own_group_and_the_schedule_scales_both(tmp_path):
+    from fullvq_hf.training.schedules import get_scheduler
+    from fullvq_hf.training.tokenizer_trainer import build_model, model_param_groups
+
+    cfg = make_config({"preset": "cpu-tiny", "bridge_lr_multiplier": 4.0, "output_dir": str(tmp_path)})
+    assert parse_args(["--preset", "cpu-tiny", "--bridge-lr-multiplier", "4"]).bridge_lr_multiplier == 4.0
+    model = build_model(cfg)
+    groups = model_param_groups(model, 1e-3, cfg.bridge_lr_multiplier)
+    bridge_ids = {id(p) for n, p in model.named_parameters() if n.startswith("quantize.qbridge.")}
+    assert bridge_ids and {id(p) for p in groups[1]["params"]} == bridge_ids
+    assert not bridge_ids & {id(p) for p in groups[0]["params"]}
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    opt = torch.optim.Adam(groups, lr=1e-3)
+    sched = get_scheduler("annealing", opt, 10, 2)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[1] == pytest.approx(4.0 * lrs[0]) and 0 < lrs[0] <= 1e-3
+    # default: one group; a model without a bridge or a bad value is a clear error
+    assert len(model_param_groups(model, 1e-3)) == 1
+    vq = build_model(make_config({"preset": "cpu-tiny", "bridge": None, "quantizer_type": "vq"}))
+    with pytest.raises(ValueError, match="needs a VQBridge"):
+        model_param_groups(vq, 1e-3, 4.0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        model_param_groups(model, 1e-3, 0.0)

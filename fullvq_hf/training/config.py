@@ -80,6 +80,7 @@ class TokenizerTrainingConfig:
     adaptive_gan_weight: bool = option(False, "VQGAN's adaptive GAN weight")
     discriminator_norm: str = option("batch", "discriminator norm: 'batch', 'group' or 'none'")
     discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
+    bridge_lr_multiplier: float = option(1.0, "lr of the VQBridge (quantize.qbridge.*) as a multiple of the model's lr")
     # precision / speed
     mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
     ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")

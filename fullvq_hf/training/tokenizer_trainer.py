@@ -262,6 +262,26 @@ def _stream_seed(seed: int, rank: int, position: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- training
+BRIDGE_PREFIX = "quantize.qbridge."
+
+
+def model_param_groups(model: torch.nn.Module, lr: float, bridge_lr_multiplier: float = 1.0) -> list[dict]:
+    """Adam parameter groups of a tokenizer: everything at ``lr``, and with ``bridge_lr_multiplier != 1`` a second
+    group holding the VQBridge (``quantize.qbridge.*``) at ``lr * bridge_lr_multiplier``. The model's group comes
+    first (the loop logs ``param_groups[0]``'s lr); a ``LambdaLR`` schedule scales both groups alike."""
+    if not bridge_lr_multiplier > 0:
+        raise ValueError(f"bridge_lr_multiplier must be > 0, got {bridge_lr_multiplier}.")
+    named = list(model.named_parameters())
+    if bridge_lr_multiplier == 1.0:
+        return [{"params": [p for _, p in named], "lr": lr}]
+    bridge = [p for n, p in named if n.startswith(BRIDGE_PREFIX)]
+    if not bridge:
+        raise ValueError(f"bridge_lr_multiplier={bridge_lr_multiplier} needs a VQBridge, and this model has none "
+                         "(quantizer_type 'vqbridge' with a --bridge preset); leave bridge_lr_multiplier at 1.")  # fmt: skip
+    rest = [p for n, p in named if not n.startswith(BRIDGE_PREFIX)]
+    return [{"params": rest, "lr": lr}, {"params": bridge, "lr": lr * bridge_lr_multiplier}]
+
+
 class TokenizerTask(Task):
     """What differs for a tokenizer: the model (+ PatchGAN discriminator), the losses of one step, the export of
     the inference (folded) and training models, and the evaluation."""
@@ -284,7 +304,8 @@ class TokenizerTask(Task):
         model = build_model(cfg)
         record_trained_architecture(cfg, model)
         betas = (cfg.adam_beta1, cfg.adam_beta2)
-        parts = [Part("model", model, torch.optim.Adam(model.parameters(), lr=lr, betas=betas, weight_decay=cfg.weight_decay))]
+        parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
+                                                       betas=betas, weight_decay=cfg.weight_decay))]
         self.perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
         if self.perceptual is not None:
             self.perceptual = self.perceptual.to(accelerator.device)
