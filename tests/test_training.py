@@ -77,6 +77,23 @@ def test_resume_equals_uninterrupted_run(reference_run, tmp_path):
     _assert_same_weights(out, tmp_path)
 
 
+def test_log_history_of_a_resumed_run_equals_the_uninterrupted_one(reference_run, tmp_path):
+    out, _ = reference_run
+    reference = [json.loads(line) for line in (out / "log_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in reference] == [5, 10, 15, 20] and "usage" in reference[0]
+
+    def interrupted(ckpt):  # the first run logged steps 5-15, then died after its step-10 checkpoint
+        lines = [json.dumps(r) for r in reference[:2]] + [json.dumps({**reference[2], "loss": 123.0})]
+        (tmp_path / "log_history.jsonl").write_text("\n".join(lines) + "\n")
+
+    _resume_from_copy(out, tmp_path, interrupted)
+    resumed = [json.loads(line) for line in (tmp_path / "log_history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == [5, 10, 15, 20]  # the interrupted run's step 15 is gone
+    for a, b in zip(resumed, reference):
+        assert a.keys() == b.keys()
+        assert {k: a[k] for k in a if k != "images_per_second" and a[k] != pytest.approx(b[k], rel=1e-6, abs=1e-9)} == {}, a["step"]
+
+
 def test_truncated_or_flipped_checkpoints_fall_back_to_the_previous_one(reference_run, tmp_path, capsys):
     out, _ = reference_run
 

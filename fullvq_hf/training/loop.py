@@ -81,6 +81,7 @@ COMPLETE = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
 EMA_WEIGHTS = "ema.safetensors"
 LOCK_FILE = ".train.lock"
+LOG_HISTORY = "log_history.jsonl"  # one JSON object per log step: {"step": ..., "loss": ..., "usage": ..., ...}
 # what a run writes into its output folder (removed by --overwrite-output-dir; nothing else is touched)
 RUN_OUTPUTS = (
     "checkpoints",
@@ -90,6 +91,7 @@ RUN_OUTPUTS = (
     "logs",
     "results.json",
     "training_config.json",
+    LOG_HISTORY,
 )
 CPU_MULTIPROCESS_COMMAND = (
     "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 --num_machines 1 "
@@ -149,6 +151,18 @@ def check_output_dir(out_dir: Path, resume: str | None, overwrite: bool) -> None
             f"output_dir {out_dir} holds another run's {what}. Continue it with --resume latest, or start over "
             "with --overwrite-output-dir (removes that run's checkpoints and exports), or choose another --output-dir."
         )
+
+
+def start_log_history(path: Path, step: int) -> None:
+    """Make ``path`` (``LOG_HISTORY``) hold exactly the logs of steps <= ``step``: empty for a new run; for a
+    resumed one, the logs up to its checkpoint (later lines, from the interrupted run, are dropped)."""
+    kept = []
+    if step > 0 and path.is_file():
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                if json.loads(line).get("step", step + 1) <= step:
+                    kept.append(line + "\n")
+    write_text_atomic(path, "".join(kept))
 
 
 def clear_run_outputs(out_dir: Path) -> None:
@@ -224,10 +238,14 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.parent / f".tmp-{path.name}"
-    tmp.write_text(json.dumps(data, indent=2))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------------- accelerate
@@ -637,6 +655,8 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
             task.project, config={k: v for k, v in cfg.to_dict().items() if v is not None}
         )
     run.start_step = run.state.step
+    if accelerator.is_main_process:
+        start_log_history(out_dir / LOG_HISTORY, run.state.step)
 
     loader = task.build_dataloader(run, run.state.step)
     bar = tqdm(total=cfg.max_steps, initial=run.state.step, desc=task.description,
@@ -682,6 +702,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
             run.first_logs = run.first_logs or dict(logs)
             run.last_logs = logs
             accelerator.log(logs, step=run.state.step)
+            if accelerator.is_main_process:
+                with open(out_dir / LOG_HISTORY, "a") as f:
+                    f.write(json.dumps({"step": run.state.step, **logs}) + "\n")
             shown = {
                 k: f"{v:.4g}" for k, v in logs.items() if k in ("loss", "loss/reconstruction", "usage", "lr")
             }
