@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -70,6 +71,9 @@ __all__ = [
     "list_checkpoints",
     "make_accelerator",
     "replica_checksums",
+    "resolve_batch_size",
+    "resolve_epochs",
+    "schedule_options",
     "save_image_grid",
     "train",
     "unwrap_model",
@@ -378,6 +382,11 @@ class Task:
     def build_dataloader(self, run: Run, start_step: int):
         raise NotImplementedError
 
+    def num_train_examples(self) -> int | None:
+        """Number of training examples (called after ``build``, only when ``num_epochs`` / ``warmup_epochs`` ask
+        for it); None when unknown (e.g. a streamed dataset without split sizes)."""
+        return None
+
     def training_step(self, run: Run, batch: Any) -> dict[str, torch.Tensor] | None:
         """One micro-batch: forward, ``run.optimize(loss, part)`` per optimizer; returns scalars to log (means over
         the log window), or None to skip the batch."""
@@ -558,6 +567,102 @@ def save_image_grid(rows: list[torch.Tensor], path: Path, max_images: int = 8) -
     Image.fromarray(np.ascontiguousarray(grid)).save(path)
 
 
+# ---------------------------------------------------------------------------------------------------- run length
+ANNEALING = ("annealing", "annealing-cosine")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _pick(cfg: Any, derived: str, base: str) -> bool:
+    """Whether the ``derived`` option (e.g. ``num_epochs``) decides ``base`` (``max_steps``). Later wins as in
+    ``make_config``: a ``base`` the user set explicitly overrides a ``derived`` that came from a preset (which is then
+    cleared, so ``training_config.json`` records what was used); both set explicitly is an error."""
+    if getattr(cfg, derived, None) is None:
+        return False
+    from .config import explicit_options
+
+    given = explicit_options(cfg)
+    if derived in given and base in given:
+        raise ValueError(
+            f"{_flag(derived)} {getattr(cfg, derived)} and {_flag(base)} {getattr(cfg, base)} both set the same "
+            f"thing; give one of them (or {_flag(derived)} none)."
+        )
+    if base in given:
+        setattr(cfg, derived, None)
+        return False
+    return True
+
+
+def resolve_batch_size(cfg: Any, num_processes: int) -> None:
+    """``global_batch_size`` -> ``batch_size`` per process: ``global / (num_processes x accumulation)``, which must
+    divide exactly (the official scripts assert the same)."""
+    if not _pick(cfg, "global_batch_size", "batch_size"):
+        return
+    per_step = num_processes * cfg.gradient_accumulation_steps
+    if cfg.global_batch_size < 1 or cfg.global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={cfg.global_batch_size} is not a positive multiple of processes x "
+            f"gradient_accumulation_steps = {num_processes} x {cfg.gradient_accumulation_steps}; change one of them, "
+            "or give --batch-size (per process) instead."
+        )
+    cfg.batch_size = cfg.global_batch_size // per_step
+
+
+def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> None:
+    """``num_epochs`` -> ``max_steps`` and ``warmup_epochs`` -> ``warmup_steps``, in optimizer steps of
+    ``steps_per_epoch = num_examples // global_batch`` (the official loaders drop the last partial batch:
+    FVQ-*.sh on ImageNet-1k, 1,281,167 // 128 = 10,009 steps an epoch). ``num_examples`` None (unknown length) is
+    a ValueError naming the step options to pass instead."""
+    todo = [(d, b) for d, b in (("num_epochs", "max_steps"), ("warmup_epochs", "warmup_steps")) if _pick(cfg, d, b)]
+    if not todo:
+        return
+    if num_examples is None:
+        names = " and ".join(f"{_flag(d)} {getattr(cfg, d)}" for d, _ in todo)
+        raise ValueError(
+            f"{names} need(s) the number of training examples, which this dataset does not give (a streamed "
+            f"dataset without split sizes in its info); pass {' and '.join(_flag(b) for _, b in todo)} instead."
+        )
+    steps_per_epoch = num_examples // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"The training set has {num_examples} examples, fewer than one global batch of {global_batch}: an epoch "
+            f"has no step. Use a smaller batch, or give {_flag(todo[0][1])}."
+        )
+    for derived, base in todo:
+        epochs = getattr(cfg, derived)
+        if epochs < 0:
+            raise ValueError(f"{_flag(derived)} must be >= 0, got {epochs}.")
+        steps = math.floor(epochs * steps_per_epoch + 1e-9)
+        if base == "max_steps" and steps < 1:
+            raise ValueError(f"{_flag(derived)} {epochs} is less than one step ({steps_per_epoch} steps an epoch).")
+        setattr(cfg, base, steps)
+
+
+def schedule_options(cfg: Any) -> dict[str, float]:
+    """The keyword options of ``get_scheduler`` the config sets (``hold_fraction``, ``warmup_start_factor``)."""
+    options: dict[str, float] = {}
+    hold = getattr(cfg, "hold_fraction", None)
+    if hold is not None:
+        if cfg.lr_scheduler not in ANNEALING:
+            raise ValueError(
+                f"--hold-fraction {hold} applies to the annealing schedules {ANNEALING}, not --lr-scheduler "
+                f"{cfg.lr_scheduler}; drop it or choose an annealing schedule."
+            )
+        options["hold_fraction"] = float(hold)
+    start = getattr(cfg, "warmup_start_factor", None)
+    if start is not None:
+        options["start_factor"] = float(start)
+    return options
+
+
+def _schedule(cfg: Any, optimizer: torch.optim.Optimizer):
+    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
+    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
+    return get_scheduler(cfg.lr_scheduler, optimizer, cfg.max_steps, warmup_steps, **schedule_options(cfg))
+
+
 # ---------------------------------------------------------------------------------------------------- the loop
 def _broadcast_ok(accelerator: Accelerator, ok: bool) -> bool:
     if accelerator.num_processes == 1:
@@ -572,9 +677,15 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     """Run ``task`` as described by ``cfg`` (fields used here: output_dir, mixed_precision,
     gradient_accumulation_steps, report_to, seed, batch_size, learning_rate, scale_lr, lr_scheduler, warmup_steps,
     max_steps, max_grad_norm, ema_decay, compile, resume, overwrite_output_dir, log_every, checkpoint_every,
-    checkpoints_total_limit). Returns the results (also written to ``output_dir/results.json``)."""
-    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
-        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
+    checkpoints_total_limit; and when set global_batch_size, num_epochs, warmup_epochs, hold_fraction,
+    warmup_start_factor). Returns the results (also written to ``output_dir/results.json``).
+
+    Run length: ``global_batch_size`` sets ``batch_size`` per process, ``num_epochs`` / ``warmup_epochs`` set
+    ``max_steps`` / ``warmup_steps`` from ``task.num_train_examples()`` (see ``resolve_epochs``); ``cfg`` is
+    updated in place, so ``training_config.json`` records the steps actually run."""
+    if cfg.gradient_accumulation_steps < 1:
+        raise ValueError("gradient_accumulation_steps must be >= 1.")
+    schedule_options(cfg)  # option errors before anything starts
     out_dir = Path(cfg.output_dir)
     report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
     accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
@@ -582,6 +693,9 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     check_output_dir(out_dir, cfg.resume, cfg.overwrite_output_dir)
     set_seed(cfg.seed)  # the same initial weights in every process
 
+    resolve_batch_size(cfg, accelerator.num_processes)
+    if cfg.max_steps < 1 or cfg.batch_size < 1:
+        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
     lr = (
         scale_lr(cfg.learning_rate, global_batch, task.reference_batch) if cfg.scale_lr else cfg.learning_rate
@@ -589,6 +703,9 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     parts = task.build(
         accelerator, lr
     )  # user errors about the data or model surface before anything is written
+    if getattr(cfg, "num_epochs", None) is not None or getattr(cfg, "warmup_epochs", None) is not None:
+        resolve_epochs(cfg, task.num_train_examples(), global_batch)
+    _schedule(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # its errors before any write
 
     lock = RunLock(out_dir)
     error = None
@@ -609,11 +726,9 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
 
 
 def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, report_to) -> dict[str, Any]:
-    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
-    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
     for part in parts:
         # schedulers stay unprepared (accelerate would step them once per process); they count optimizer steps
-        part.scheduler = get_scheduler(cfg.lr_scheduler, part.optimizer, cfg.max_steps, warmup_steps)
+        part.scheduler = _schedule(cfg, part.optimizer)
     prepared = accelerator.prepare(*[x for p in parts for x in (p.model, p.optimizer)])
     for i, part in enumerate(parts):
         part.model, part.optimizer = prepared[2 * i], prepared[2 * i + 1]
