@@ -2,6 +2,7 @@
 options, and the GAN step's discriminator passes (tiny, CPU)."""
 
 import copy
+import dataclasses
 import json
 from types import SimpleNamespace
 
@@ -89,8 +90,14 @@ def test_global_batch_size_must_divide_and_an_explicit_step_option_wins_over_a_p
     cfg = make_config({"preset": "fvq-16k", "gradient_accumulation_steps": 4})
     resolve_batch_size(cfg, num_processes=2)
     assert cfg.batch_size == 16
-    # --max-steps / --batch-size given: the preset's epochs / global batch give way (and are cleared)
-    cfg = parse_args(["--preset", "fvq-16k", "--max-steps", "3", "--batch-size", "2"])
+    # an explicit --batch-size must give the recipe's global batch; --global-batch-size none frees it
+    with pytest.raises(ValueError, match=r"global_batch_size=128, but --batch-size 2 x 1 processes x 1 .* = 2"):
+        resolve_batch_size(parse_args(["--preset", "fvq-16k", "--batch-size", "2"]), 1)
+    cfg = parse_args(["--preset", "fvq-16k", "--batch-size", "16", "--gradient-accumulation-steps", "2"])
+    resolve_batch_size(cfg, 4)
+    assert cfg.batch_size == 16
+    # --max-steps given: the preset's epochs give way (and are cleared)
+    cfg = parse_args(["--preset", "fvq-16k", "--max-steps", "3", "--batch-size", "2", "--global-batch-size", "none"])
     resolve_batch_size(cfg, 1)
     resolve_epochs(cfg, IMAGENET, 2)
     assert (cfg.max_steps, cfg.batch_size, cfg.num_epochs, cfg.global_batch_size) == (3, 2, None, None)
@@ -105,7 +112,7 @@ def test_global_batch_size_must_divide_and_an_explicit_step_option_wins_over_a_p
 
 
 def test_epochs_without_a_known_dataset_length_name_the_step_options():
-    with pytest.raises(ValueError, match=r"--num-epochs 40 and --warmup-epochs 4 need.*pass --max-steps and --warmup-steps"):
+    with pytest.raises(ValueError, match=r"--num-epochs 40 and --warmup-epochs 4 need.*unknown.*pass --max-steps and --warmup-steps"):
         resolve_epochs(make_config({"preset": "fvq-16k"}), None, 128)
     # a streamed dataset: its length comes from its info's split sizes, when the dataset has them
     streamed = SimpleNamespace(info=SimpleNamespace(splits={"train": SimpleNamespace(num_examples=IMAGENET)}))
@@ -130,10 +137,11 @@ def test_epochs_on_a_streamed_dataset_without_sizes_stop_before_anything_is_writ
 
 
 def test_shared_schedule_fields_are_in_both_trainer_configs():
-    fields = ("global_batch_size", "num_epochs", "warmup_epochs", "hold_fraction", "warmup_start_factor")
+    fields = ("num_epochs", "warmup_epochs", "hold_fraction", "warmup_start_factor")
     for cls in (TokenizerTrainingConfig, LlamaGenTrainingConfig):
-        names = {f.name for f in __import__("dataclasses").fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)}
         assert set(fields) <= names, cls
+    assert "global_batch_size" in {f.name for f in dataclasses.fields(TokenizerTrainingConfig)}
     cfg = make_config({"lr_scheduler": "annealing", "num_epochs": 3, "hold_fraction": 0.05}, LlamaGenTrainingConfig)
     assert schedule_options(cfg) == {"hold_fraction": 0.05}
 

@@ -73,7 +73,6 @@ class LlamaGenTrainingConfig:
     lr_scheduler: str = option("constant", "'constant', 'cosine', 'linear', 'annealing' or 'annealing-cosine'")
     warmup_steps: int = option(0, "linear warm-up steps")
     # shared with the tokenizer trainer, resolved in loop.train (see fullvq_hf.training.config's *_HELP)
-    global_batch_size: int | None = option(None, "sequences per optimizer step over all processes; none = batch_size")
     num_epochs: float | None = option(None, "train this many epochs of the codes instead of max_steps")
     warmup_epochs: float | None = option(None, "warm-up in epochs instead of warmup_steps")
     hold_fraction: float | None = option(None, "annealing schedules: lr held at 1 up to this progress; none = 0.3")

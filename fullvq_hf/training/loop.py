@@ -596,18 +596,33 @@ def _pick(cfg: Any, derived: str, base: str) -> bool:
 
 
 def resolve_batch_size(cfg: Any, num_processes: int) -> None:
-    """``global_batch_size`` -> ``batch_size`` per process: ``global / (num_processes x accumulation)``, which must
-    divide exactly (the official scripts assert the same)."""
-    if not _pick(cfg, "global_batch_size", "batch_size"):
+    """``global_batch_size`` (a recipe's, e.g. the official scripts' ``--global-batch-size``) -> ``batch_size`` per
+    process = ``global / (num_processes x accumulation)``, which must divide exactly (the official scripts assert
+    the same). A ``batch_size`` the user gave explicitly is kept and must give that global batch (a ValueError
+    naming the fixes): the lr scaling and the epochs' steps assume it."""
+    want = getattr(cfg, "global_batch_size", None)
+    if want is None:
         return
+    from .config import explicit_options
+
     per_step = num_processes * cfg.gradient_accumulation_steps
-    if cfg.global_batch_size < 1 or cfg.global_batch_size % per_step:
+    if "batch_size" in explicit_options(cfg):
+        have = cfg.batch_size * per_step
+        if have != want:
+            raise ValueError(
+                f"global_batch_size={want}, but --batch-size {cfg.batch_size} x {num_processes} processes x "
+                f"{cfg.gradient_accumulation_steps} accumulation steps = {have}. Leave --batch-size out (it follows "
+                "from the global batch), change --gradient-accumulation-steps to match, or give "
+                f"--global-batch-size none to train with a global batch of {have}."
+            )
+        return
+    if want < 1 or want % per_step:
         raise ValueError(
-            f"global_batch_size={cfg.global_batch_size} is not a positive multiple of processes x "
-            f"gradient_accumulation_steps = {num_processes} x {cfg.gradient_accumulation_steps}; change one of them, "
-            "or give --batch-size (per process) instead."
+            f"global_batch_size={want} is not a positive multiple of processes x gradient_accumulation_steps = "
+            f"{num_processes} x {cfg.gradient_accumulation_steps}; change one of them, or give --global-batch-size "
+            "none and --batch-size (per process)."
         )
-    cfg.batch_size = cfg.global_batch_size // per_step
+    cfg.batch_size = want // per_step
 
 
 def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> None:
@@ -621,8 +636,9 @@ def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> Non
     if num_examples is None:
         names = " and ".join(f"{_flag(d)} {getattr(cfg, d)}" for d, _ in todo)
         raise ValueError(
-            f"{names} need(s) the number of training examples, which this dataset does not give (a streamed "
-            f"dataset without split sizes in its info); pass {' and '.join(_flag(b) for _, b in todo)} instead."
+            f"{names} need(s) the number of training examples, which is unknown here (a streamed dataset without "
+            f"split sizes in its info, or a trainer that does not count its data); pass "
+            f"{' and '.join(_flag(b) for _, b in todo)} instead."
         )
     steps_per_epoch = num_examples // global_batch
     if steps_per_epoch < 1:
