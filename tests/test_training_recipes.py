@@ -12,7 +12,7 @@ import torch
 from fullvq_hf.models.vqbridge import parse_bridge_preset
 from fullvq_hf.training.config import PRESETS, TokenizerTrainingConfig, make_config, parse_args
 from fullvq_hf.training.llamagen_trainer import LlamaGenTrainingConfig
-from fullvq_hf.training.loop import resolve_batch_size, resolve_epochs, schedule_options
+from fullvq_hf.training.loop import check_global_batch, resolve_epochs, schedule_options
 from fullvq_hf.training.tokenizer_trainer import build_model, dataset_length, train
 
 IMAGENET = 1_281_167
@@ -28,7 +28,7 @@ def test_fvq_presets_are_the_official_scripts(preset, bridge, size, dim, patch):
     cfg = make_config({"preset": preset})
     # scripts/recon/FVQ-*.sh
     assert (cfg.bridge, cfg.codebook_size, cfg.codebook_dim) == (bridge, size, dim)
-    assert (cfg.global_batch_size, cfg.learning_rate, cfg.scale_lr) == (128, 1e-4, True)
+    assert (cfg.global_batch_size, cfg.batch_size, cfg.learning_rate, cfg.scale_lr) == (128, 16, 1e-4, True)
     assert (cfg.num_epochs, cfg.warmup_epochs, cfg.lr_scheduler) == (40, 4, "annealing")
     assert (cfg.resolution, cfg.use_l2_norm, cfg.quantizer_type, cfg.backbone) == (256, False, "vqbridge", "VQ-16")
     # vq_train_qbridge_lr.py's defaults and what its code does with them
@@ -52,7 +52,7 @@ def test_vqgan_lc_preset_is_run_train_vq_sh():
     assert (cfg.model_type, cfg.quantizer_type, cfg.bridge, cfg.backbone) == ("vqgan-lc", "vq", None, "VQ-16")
     assert (cfg.codebook_size, cfg.codebook_dim, cfg.codebook_feature_dim) == (100000, 8, 768)
     # --batch_size 256 on one GPU, --lr 1e-4 absolute (no batch scaling), 100 epochs, 5 of warm-up from 0, cosine
-    assert (cfg.global_batch_size, cfg.learning_rate, cfg.scale_lr) == (256, 1e-4, False)
+    assert (cfg.global_batch_size, cfg.batch_size, cfg.learning_rate, cfg.scale_lr) == (256, 256, 1e-4, False)
     assert (cfg.num_epochs, cfg.warmup_epochs, cfg.lr_scheduler, cfg.warmup_start_factor) == (100, 5, "cosine", 0.0)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay) == (0.5, 0.9, 1e-7, 0.0)
     assert (cfg.max_grad_norm, cfg.mixed_precision) == (0.0, "no")
@@ -73,35 +73,30 @@ def test_cpu_presets_keep_their_unweighted_discriminator_loss():
 @pytest.mark.parametrize(("preset", "per_epoch"), [("fvq-16k", IMAGENET // 128), ("vqgan-lc-100k", IMAGENET // 256)])
 def test_epochs_convert_to_steps_of_the_global_batch(preset, per_epoch):
     cfg = make_config({"preset": preset})
-    resolve_batch_size(cfg, num_processes=8 if preset.startswith("fvq") else 1)
-    assert cfg.batch_size == (16 if preset.startswith("fvq") else 256)
+    fvq = preset.startswith("fvq")
+    check_global_batch(cfg, num_processes=8 if fvq else 1)  # the scripts' 16 x 8 / 1 x 256: no error
+    assert cfg.batch_size == (16 if fvq else 256)
     resolve_epochs(cfg, IMAGENET, cfg.global_batch_size)
-    epochs, warmup = (40, 4) if preset.startswith("fvq") else (100, 5)
+    epochs, warmup = (40, 4) if fvq else (100, 5)
     assert (cfg.max_steps, cfg.warmup_steps) == (epochs * per_epoch, warmup * per_epoch)
-    assert (cfg.max_steps, cfg.warmup_steps) == ((400360, 40036) if preset.startswith("fvq") else (500400, 25020))
+    assert (cfg.max_steps, cfg.warmup_steps) == ((400360, 40036) if fvq else (500400, 25020))
     # the preset's documented step numbers are what its epochs give on ImageNet-1k
     assert (PRESETS[preset]["max_steps"], PRESETS[preset]["warmup_steps"]) == (cfg.max_steps, cfg.warmup_steps)
 
 
-def test_global_batch_size_must_divide_and_an_explicit_step_option_wins_over_a_presets_epochs():
+def test_a_recipes_global_batch_is_checked_and_an_explicit_step_option_wins_over_a_presets_epochs():
     cfg = make_config({"preset": "fvq-16k"})
-    with pytest.raises(ValueError, match=r"global_batch_size=128 is not a positive multiple of .* 3 x 1"):
-        resolve_batch_size(cfg, num_processes=3)
-    cfg = make_config({"preset": "fvq-16k", "gradient_accumulation_steps": 4})
-    resolve_batch_size(cfg, num_processes=2)
-    assert cfg.batch_size == 16
-    # an explicit --batch-size must give the recipe's global batch; --global-batch-size none frees it
-    with pytest.raises(ValueError, match=r"global_batch_size=128, but --batch-size 2 x 1 processes x 1 .* = 2"):
-        resolve_batch_size(parse_args(["--preset", "fvq-16k", "--batch-size", "2"]), 1)
-    cfg = parse_args(["--preset", "fvq-16k", "--batch-size", "16", "--gradient-accumulation-steps", "2"])
-    resolve_batch_size(cfg, 4)
-    assert cfg.batch_size == 16
+    with pytest.raises(ValueError, match=r"global batch of 128, but --batch-size 16 x 1 process\(es\) x .* = 16: "
+                                         r"pass --gradient-accumulation-steps 8 or --batch-size 128; or "
+                                         r"--global-batch-size none"):  # fmt: skip
+        check_global_batch(cfg, num_processes=1)
+    check_global_batch(make_config({"preset": "fvq-16k", "gradient_accumulation_steps": 2}), num_processes=4)
+    check_global_batch(make_config({"preset": "fvq-16k", "global_batch_size": None}), num_processes=3)
     # --max-steps given: the preset's epochs give way (and are cleared)
-    cfg = parse_args(["--preset", "fvq-16k", "--max-steps", "3", "--batch-size", "2", "--global-batch-size", "none"])
-    resolve_batch_size(cfg, 1)
-    resolve_epochs(cfg, IMAGENET, 2)
-    assert (cfg.max_steps, cfg.batch_size, cfg.num_epochs, cfg.global_batch_size) == (3, 2, None, None)
-    assert cfg.warmup_steps == 4 * (IMAGENET // 2)  # warmup_epochs still from the preset
+    cfg = parse_args(["--preset", "fvq-16k", "--max-steps", "3"])
+    resolve_epochs(cfg, IMAGENET, 128)
+    assert (cfg.max_steps, cfg.num_epochs) == (3, None)
+    assert cfg.warmup_steps == 4 * (IMAGENET // 128)  # warmup_epochs still from the preset
     with pytest.raises(ValueError, match="--num-epochs 2.0 and --max-steps 3 both set"):
         resolve_epochs(parse_args(["--num-epochs", "2", "--max-steps", "3"]), IMAGENET, 128)
     cfg = make_config({"num_epochs": 0.5, "warmup_epochs": 0.1})
@@ -159,7 +154,7 @@ def test_a_run_in_epochs_with_hold_fraction_reaches_the_schedule(tmp_path):
                        "num_epochs": 2, "warmup_epochs": 1, "global_batch_size": 4, "hold_fraction": 0.5,
                        "warmup_start_factor": 0.25, "gan_weight": 0.0, "checkpoint_every": 8, "image_every": 0,
                        "log_every": 1})  # fmt: skip
-    results = train(cfg)
+    results = train(cfg)  # cpu-tiny: batch_size 4 on 1 process
     assert results["step"] == 8 and results["global_batch_size"] == 4
     recorded = json.loads((tmp_path / "training_config.json").read_text())
     assert (recorded["max_steps"], recorded["warmup_steps"], recorded["batch_size"]) == (8, 4, 4)
@@ -307,3 +302,10 @@ def test_vqgan_lc_discriminator_and_adam_epsilon_reach_the_optimizers(tmp_path):
     assert disc.n_layers == 2 and len([m for m in disc.modules() if isinstance(m, torch.nn.BatchNorm2d)]) == 2
     assert all(g["eps"] == 1e-7 for p in parts for g in p.optimizer.param_groups)
     assert build_model(cfg).config.codebook_size == 256
+
+
+def test_a_wrong_global_batch_stops_the_trainer_before_anything_is_written(tmp_path):
+    cfg = make_config({"preset": "cpu-tiny", "output_dir": str(tmp_path / "run"), "global_batch_size": 8})
+    with pytest.raises(ValueError, match="global batch of 8, .* pass --gradient-accumulation-steps 2 or --batch-size 8"):
+        train(cfg)
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

@@ -21,8 +21,8 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
 
 
 # the run-length / schedule options shared by every trainer (handled once, in ``loop.train``)
-GLOBAL_BATCH_HELP = ("examples per optimizer step over all processes (the scripts' --global-batch-size): batch_size "
-                     "becomes it / (processes x accumulation); none = batch_size decides")  # fmt: skip
+GLOBAL_BATCH_HELP = ("the global batch a recipe needs (the scripts' --global-batch-size): an error unless batch_size "
+                     "x processes x accumulation equals it; none = no check")  # fmt: skip
 NUM_EPOCHS_HELP = ("train this many epochs instead of max_steps: max_steps = num_epochs x (training examples // "
                    "global batch); needs a dataset of known length")  # fmt: skip
 WARMUP_EPOCHS_HELP = "warm-up in epochs (the scripts' warmup_ep) instead of warmup_steps; needs a known dataset length"
@@ -142,7 +142,8 @@ _FVQ = dict(
     _PAPER,
     backbone="VQ-16",  # --vq-model default VQ-16 (train.py:442)
     resolution=256,  # --image-size 256 (FVQ-*.sh:40)
-    global_batch_size=128,  # GLOBAL_BATCH_SIZE=128 (FVQ-*.sh:8); per GPU = 128 / world size (train.py:157)
+    global_batch_size=128,  # GLOBAL_BATCH_SIZE=128 (FVQ-*.sh:8); per GPU = 128 / world size (train.py:157):
+    batch_size=16,  # 16 on 8 GPUs; elsewhere the check names --batch-size / --gradient-accumulation-steps
     learning_rate=1e-4,  # LEARNING_RATE=1e-4 (FVQ-*.sh:15) ...
     scale_lr=True,  # ... x global batch / 128 for both optimizers (train.py:130-137)
     num_epochs=40,  # EPOCHS=40 (FVQ-*.sh:9); steps = epochs x len(loader), drop_last (train.py:163,168)
@@ -181,7 +182,7 @@ _VQGAN_LC = dict(
     codebook_size=100000, codebook_dim=8,  # --n_vision_words 100000, --embed_dim 8 (runTrainVQ.sh:19,21)
     codebook_feature_dim=768,  # the frozen CLIP ViT-L/14 codebook [100000, 768] (--tuning_codebook 0)
     resolution=256,  # --image_size 256
-    global_batch_size=256,  # --batch_size 256 per GPU on --nproc_per_node 1 (runTrainVQ.sh:6-7)
+    global_batch_size=256, batch_size=256,  # --batch_size 256 per GPU on --nproc_per_node 1 (runTrainVQ.sh:6-7)
     learning_rate=1e-4, scale_lr=False,  # --lr 1e-4 is the absolute lr, for any batch: main() never applies the
     # --blr rule (absolute = blr x batch / 256) its help text describes (lc.py:208-215,353,368,375)
     num_epochs=100, warmup_epochs=5,  # --epochs 100 --warmup_epochs 5 (runTrainVQ.sh:9-10)

@@ -71,7 +71,7 @@ __all__ = [
     "list_checkpoints",
     "make_accelerator",
     "replica_checksums",
-    "resolve_batch_size",
+    "check_global_batch",
     "resolve_epochs",
     "schedule_options",
     "save_image_grid",
@@ -595,34 +595,27 @@ def _pick(cfg: Any, derived: str, base: str) -> bool:
     return True
 
 
-def resolve_batch_size(cfg: Any, num_processes: int) -> None:
-    """``global_batch_size`` (a recipe's, e.g. the official scripts' ``--global-batch-size``) -> ``batch_size`` per
-    process = ``global / (num_processes x accumulation)``, which must divide exactly (the official scripts assert
-    the same). A ``batch_size`` the user gave explicitly is kept and must give that global batch (a ValueError
-    naming the fixes): the lr scaling and the epochs' steps assume it."""
+def check_global_batch(cfg: Any, num_processes: int) -> None:
+    """With ``global_batch_size`` set (a recipe's: the official scripts' ``--global-batch-size``), batch_size x
+    processes x accumulation must equal it, since the lr scaling, the steps of an epoch and the recipe's results
+    assume it. Otherwise a ValueError naming the options that get there (or ``--global-batch-size none``)."""
     want = getattr(cfg, "global_batch_size", None)
     if want is None:
         return
-    from .config import explicit_options
-
-    per_step = num_processes * cfg.gradient_accumulation_steps
-    if "batch_size" in explicit_options(cfg):
-        have = cfg.batch_size * per_step
-        if have != want:
-            raise ValueError(
-                f"global_batch_size={want}, but --batch-size {cfg.batch_size} x {num_processes} processes x "
-                f"{cfg.gradient_accumulation_steps} accumulation steps = {have}. Leave --batch-size out (it follows "
-                "from the global batch), change --gradient-accumulation-steps to match, or give "
-                f"--global-batch-size none to train with a global batch of {have}."
-            )
+    have = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
+    if have == want:
         return
-    if want < 1 or want % per_step:
-        raise ValueError(
-            f"global_batch_size={want} is not a positive multiple of processes x gradient_accumulation_steps = "
-            f"{num_processes} x {cfg.gradient_accumulation_steps}; change one of them, or give --global-batch-size "
-            "none and --batch-size (per process)."
-        )
-    cfg.batch_size = want // per_step
+    ways = []
+    if want % (cfg.batch_size * num_processes) == 0:
+        ways.append(f"--gradient-accumulation-steps {want // (cfg.batch_size * num_processes)}")
+    if want % (num_processes * cfg.gradient_accumulation_steps) == 0:
+        ways.append(f"--batch-size {want // (num_processes * cfg.gradient_accumulation_steps)}")
+    how = " or ".join(ways) or "a per-process batch and accumulation whose product with the processes is it"
+    raise ValueError(
+        f"This recipe trains with a global batch of {want}, but --batch-size {cfg.batch_size} x {num_processes} "
+        f"process(es) x --gradient-accumulation-steps {cfg.gradient_accumulation_steps} = {have}: pass {how}; or "
+        "--global-batch-size none to train with this batch (the lr scales with it when scale_lr)."
+    )
 
 
 def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> None:
@@ -696,7 +689,7 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     checkpoints_total_limit; and when set global_batch_size, num_epochs, warmup_epochs, hold_fraction,
     warmup_start_factor). Returns the results (also written to ``output_dir/results.json``).
 
-    Run length: ``global_batch_size`` sets ``batch_size`` per process, ``num_epochs`` / ``warmup_epochs`` set
+    Run length: ``global_batch_size`` is checked (``check_global_batch``), ``num_epochs`` / ``warmup_epochs`` set
     ``max_steps`` / ``warmup_steps`` from ``task.num_train_examples()`` (see ``resolve_epochs``); ``cfg`` is
     updated in place, so ``training_config.json`` records the steps actually run."""
     if cfg.gradient_accumulation_steps < 1:
@@ -709,7 +702,7 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     check_output_dir(out_dir, cfg.resume, cfg.overwrite_output_dir)
     set_seed(cfg.seed)  # the same initial weights in every process
 
-    resolve_batch_size(cfg, accelerator.num_processes)
+    check_global_batch(cfg, accelerator.num_processes)
     if cfg.max_steps < 1 or cfg.batch_size < 1:
         raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
