@@ -97,8 +97,9 @@ def test_a_recipes_global_batch_is_checked_and_an_explicit_step_option_wins_over
     resolve_epochs(cfg, IMAGENET, 128)
     assert (cfg.max_steps, cfg.num_epochs) == (3, None)
     assert cfg.warmup_steps == 4 * (IMAGENET // 128)  # warmup_epochs still from the preset
-    with pytest.raises(ValueError, match="--num-epochs 2.0 and --max-steps 3 both set"):
+    with pytest.raises(ValueError, match=r"--num-epochs 2.0 \(20018 steps .*\) and --max-steps 3 both set .* disagree"):
         resolve_epochs(parse_args(["--num-epochs", "2", "--max-steps", "3"]), IMAGENET, 128)
+    resolve_epochs(parse_args(["--num-epochs", "2", "--max-steps", "20018"]), IMAGENET, 128)  # agreeing: fine
     cfg = make_config({"num_epochs": 0.5, "warmup_epochs": 0.1})
     resolve_epochs(cfg, 1000, 10)
     assert (cfg.max_steps, cfg.warmup_steps) == (50, 10)
@@ -162,6 +163,9 @@ def test_a_run_in_epochs_with_hold_fraction_reaches_the_schedule(tmp_path):
     schedule = state["schedulers"]["model"]["lr_lambdas"][0]
     assert (schedule["total_steps"], schedule["warmup_steps"]) == (8, 4)
     assert (schedule["hold_fraction"], schedule["start_factor"], schedule["name"]) == (0.5, 0.25, "annealing")
+    # the recorded config (epochs and the steps they gave, both) resumes as the README says
+    again = train(parse_args(["--config", str(tmp_path / "training_config.json"), "--resume", "latest"]))
+    assert again["step"] == 8 and again["steps_this_run"] == 0
 
 
 # ---------------------------------------------------------------------------------------------------- GAN step

@@ -575,24 +575,21 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _pick(cfg: Any, derived: str, base: str) -> bool:
-    """Whether the ``derived`` option (e.g. ``num_epochs``) decides ``base`` (``max_steps``). Later wins as in
-    ``make_config``: a ``base`` the user set explicitly overrides a ``derived`` that came from a preset (which is then
-    cleared, so ``training_config.json`` records what was used); both set explicitly is an error."""
+def _pick(cfg: Any, derived: str, base: str) -> str | None:
+    """How the ``derived`` option (e.g. ``num_epochs``) relates to ``base`` (``max_steps``): None when unset or
+    overridden, "derive" when it decides ``base``, "check" when both were given explicitly (a recorded
+    ``training_config.json`` holds both: they must then agree). Later wins as in ``make_config``: a ``base`` the user
+    set explicitly overrides a ``derived`` that came from a preset (which is then cleared, so
+    ``training_config.json`` records what was used)."""
     if getattr(cfg, derived, None) is None:
-        return False
+        return None
     from .config import explicit_options
 
     given = explicit_options(cfg)
-    if derived in given and base in given:
-        raise ValueError(
-            f"{_flag(derived)} {getattr(cfg, derived)} and {_flag(base)} {getattr(cfg, base)} both set the same "
-            f"thing; give one of them (or {_flag(derived)} none)."
-        )
-    if base in given:
+    if base in given and derived not in given:
         setattr(cfg, derived, None)
-        return False
-    return True
+        return None
+    return "check" if base in given else "derive"
 
 
 def check_global_batch(cfg: Any, num_processes: int) -> None:
@@ -623,15 +620,16 @@ def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> Non
     ``steps_per_epoch = num_examples // global_batch`` (the official loaders drop the last partial batch:
     FVQ-*.sh on ImageNet-1k, 1,281,167 // 128 = 10,009 steps an epoch). ``num_examples`` None (unknown length) is
     a ValueError naming the step options to pass instead."""
-    todo = [(d, b) for d, b in (("num_epochs", "max_steps"), ("warmup_epochs", "warmup_steps")) if _pick(cfg, d, b)]
+    pairs = (("num_epochs", "max_steps"), ("warmup_epochs", "warmup_steps"))
+    todo = [(d, b, how) for d, b in pairs if (how := _pick(cfg, d, b))]
     if not todo:
         return
     if num_examples is None:
-        names = " and ".join(f"{_flag(d)} {getattr(cfg, d)}" for d, _ in todo)
+        names = " and ".join(f"{_flag(d)} {getattr(cfg, d)}" for d, _, _ in todo)
         raise ValueError(
             f"{names} need(s) the number of training examples, which is unknown here (a streamed dataset without "
             f"split sizes in its info, or a trainer that does not count its data); pass "
-            f"{' and '.join(_flag(b) for _, b in todo)} instead."
+            f"{' and '.join(_flag(b) for _, b, _ in todo)} instead."
         )
     steps_per_epoch = num_examples // global_batch
     if steps_per_epoch < 1:
@@ -639,13 +637,21 @@ def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> Non
             f"The training set has {num_examples} examples, fewer than one global batch of {global_batch}: an epoch "
             f"has no step. Use a smaller batch, or give {_flag(todo[0][1])}."
         )
-    for derived, base in todo:
+    for derived, base, how in todo:
         epochs = getattr(cfg, derived)
         if epochs < 0:
             raise ValueError(f"{_flag(derived)} must be >= 0, got {epochs}.")
         steps = math.floor(epochs * steps_per_epoch + 1e-9)
         if base == "max_steps" and steps < 1:
-            raise ValueError(f"{_flag(derived)} {epochs} is less than one step ({steps_per_epoch} steps an epoch).")
+            raise ValueError(
+                f"{_flag(derived)} {epochs} is less than one step ({steps_per_epoch} steps an epoch)."
+            )
+        if how == "check" and getattr(cfg, base) != steps:
+            raise ValueError(
+                f"{_flag(derived)} {epochs} ({steps} steps of {steps_per_epoch} an epoch here) and {_flag(base)} "
+                f"{getattr(cfg, base)} both set the run length and disagree; give one of them (or "
+                f"{_flag(derived)} none)."
+            )
         setattr(cfg, base, steps)
 
 

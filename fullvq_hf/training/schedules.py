@@ -145,7 +145,11 @@ def cosine(
     step: int, total_steps: int, warmup_steps: int, end_factor: float = 0.0, start_factor: float = 0.005
 ) -> float:
     """Linear warm-up from ``start_factor`` to 1 (at ``step == warmup_steps``), then a half-cosine from 1 down to
-    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``."""
+    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``.
+
+    VQGAN-LC's ``util/lr_sched.py`` is this with ``start_factor=0`` and ``end_factor=0`` (its ``min_lr``), except
+    that its decay progress is ``(step - W) / (total_steps - W)``: it would reach 0 one step after the last, where
+    this reaches it at the last step (the two differ by one step's worth of decay)."""
     _check_step(step)
     _check_warmup(warmup_steps, start_factor, total_steps)
     _check_end_factor(end_factor)
