@@ -37,7 +37,7 @@ def test_fvq_presets_are_the_official_scripts(preset, bridge, size, dim, patch):
     assert (cfg.reconstruction_loss, cfg.perceptual_weight) == ("l2", 1.0)
     assert (cfg.gan_weight, cfg.discriminator_loss_weight, cfg.adaptive_gan_weight) == (0.5, 0.5, False)
     assert cfg.gan_start_step == 19999  # adopt_weight(..., train_steps + 1, threshold=20000)
-    assert (cfg.discriminator_layers, cfg.discriminator_norm) == (3, "batch")
+    assert (cfg.discriminator_layers, cfg.discriminator_norm, cfg.discriminator_sync_batchnorm) == (3, "batch", False)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay) == (0.9, 0.95, 1e-8, 0.0)
     assert (cfg.max_grad_norm, cfg.mixed_precision, cfg.ema_decay) == (1.0, "bf16", 0.0)
     assert (cfg.random_crop, cfg.crop_min_scale, cfg.flip) == (True, 0.8, True)

@@ -101,6 +101,9 @@ class TokenizerTrainingConfig:
     )
     discriminator_norm: str = option("batch", "discriminator norm: 'batch', 'group' or 'none'")
     discriminator_layers: int = option(3, "stride-2 conv layers of the PatchGAN discriminator (VQGAN-LC: 2)")
+    discriminator_sync_batchnorm: bool = option(
+        False, "BatchNorm statistics over all processes (SyncBatchNorm, GPUs); the official trainers keep them per process"
+    )
     discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
     bridge_lr_multiplier: float = option(1.0, "lr of the VQBridge (quantize.qbridge.*) as a multiple of the model's lr")
     # precision / speed

@@ -82,9 +82,10 @@ class PatchGANDiscriminator(nn.Module):
     Init: conv weights ~ N(0, 0.02), norm weights ~ N(1, 0.02), norm biases 0 (conv biases keep PyTorch's
     default), as in the reference.
 
-    Distributed training: ``BatchNorm2d`` computes its statistics per process. Under DDP either convert it with
-    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)`` before wrapping, or use ``norm="group"``
-    (per-sample statistics, no synchronisation, but keys no longer match LlamaGen's checkpoints).
+    Distributed training: ``BatchNorm2d`` computes its statistics per process, as in the official trainers
+    (LlamaGen / FVQ wrap it in DDP without SyncBatchNorm; DDP broadcasts rank 0's running statistics at each forward).
+    For statistics over the global batch convert it with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (GPUs)
+    before wrapping; ``norm="group"`` has per-sample statistics (but keys no longer match LlamaGen's checkpoints).
 
     Args:
         in_channels: Image channels (3 for RGB).

@@ -336,7 +336,12 @@ class TokenizerTask(Task):
         if self.use_gan:
             disc = PatchGANDiscriminator(in_channels=cfg.in_channels, n_layers=cfg.discriminator_layers,
                                          norm=cfg.discriminator_norm)  # fmt: skip
-            if accelerator.num_processes > 1 and cfg.discriminator_norm == "batch":
+            if cfg.discriminator_sync_batchnorm and cfg.discriminator_norm == "batch" and accelerator.num_processes > 1:
+                if accelerator.device.type != "cuda":
+                    raise ValueError(
+                        "--discriminator-sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); leave it "
+                        "off: each process then normalises with its own batch statistics, as the official trainers."
+                    )
                 disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
             opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr or lr, **adam)
             parts.append(Part("discriminator", disc, opt_d))
