@@ -37,6 +37,7 @@ def test_fvq_presets_are_the_official_scripts(preset, bridge, size, dim, patch):
     assert (cfg.reconstruction_loss, cfg.perceptual_weight) == ("l2", 1.0)
     assert (cfg.gan_weight, cfg.discriminator_loss_weight, cfg.adaptive_gan_weight) == (0.5, 0.5, False)
     assert cfg.gan_start_step == 19999  # adopt_weight(..., train_steps + 1, threshold=20000)
+    assert cfg.discriminator_adam_idle_steps is True  # stepped on a 0 loss before that
     assert (cfg.discriminator_layers, cfg.discriminator_norm, cfg.discriminator_sync_batchnorm) == (3, "batch", False)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay) == (0.9, 0.95, 1e-8, 0.0)
     assert (cfg.max_grad_norm, cfg.mixed_precision, cfg.ema_decay) == (1.0, "bf16", 0.0)
@@ -59,6 +60,7 @@ def test_vqgan_lc_preset_is_run_train_vq_sh():
     assert (cfg.reconstruction_loss, cfg.perceptual_weight, cfg.beta, cfg.codebook_loss_weight) == ("l1", 1.0, 0.1, 0.033)
     assert (cfg.gan_weight, cfg.adaptive_gan_weight, cfg.discriminator_loss_weight) == (0.1, True, 1.0)
     assert (cfg.gan_start_step, cfg.discriminator_layers, cfg.discriminator_norm) == (50001, 2, "batch")
+    assert cfg.discriminator_adam_idle_steps is False  # its discriminator steps only once the GAN is on
     assert (cfg.flip, cfg.crop_min_scale) == (False, 1.0)
 
 
@@ -313,3 +315,61 @@ def test_a_wrong_global_batch_stops_the_trainer_before_anything_is_written(tmp_p
     with pytest.raises(ValueError, match="global batch of 8, .* pass --gradient-accumulation-steps 2 or --batch-size 8"):
         train(cfg)
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_discriminator_adam_counts_the_idle_steps_before_the_gan_as_fvq(tmp_path, monkeypatch, idle):
+    """FVQ steps its discriminator on a 0 loss until --disc-start: at the first real step its Adam has step count
+    start + 1 and moments (1 - beta) x the first gradient, so the update is (1 - b1) / sqrt(1 - b2) of a fresh
+    Adam's. discriminator_adam_idle_steps reproduces that state; off, the Adam starts fresh (VQGAN-LC)."""
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from fullvq_hf.training import tokenizer_trainer
+
+    discs, seen = [], []
+
+    class Recorded(tokenizer_trainer.PatchGANDiscriminator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            discs.append(self)
+
+    original_step = AcceleratedOptimizer.step
+
+    def recording_step(self, *args, **kwargs):
+        out = original_step(self, *args, **kwargs)
+        params = self.optimizer.param_groups[0]["params"]
+        if discs and params[0] is next(discs[0].parameters()):
+            state = self.optimizer.state[params[0]]
+            seen.append((float(state["step"]), state["exp_avg"].clone(), state["exp_avg_sq"].clone(), params[0].grad))
+        return out
+
+    monkeypatch.setattr(tokenizer_trainer, "PatchGANDiscriminator", Recorded)
+    monkeypatch.setattr(AcceleratedOptimizer, "step", recording_step)
+    train(make_config({"preset": "cpu-tiny", "output_dir": str(tmp_path), "max_steps": 4, "gan_start_step": 3,
+                       "discriminator_adam_idle_steps": idle, "eval_split": None, "checkpoint_every": 0,
+                       "image_every": 0}))  # fmt: skip
+    assert len(seen) == 1  # one discriminator step: the 0-based step 3
+    count, exp_avg, exp_avg_sq, _ = seen[0]
+    assert count == (4.0 if idle else 1.0)
+    assert exp_avg.abs().sum() > 0 and torch.isfinite(exp_avg_sq).all()
+
+
+def test_count_idle_adam_steps_is_the_state_of_zero_gradient_steps():
+    from fullvq_hf.training.tokenizer_trainer import count_idle_adam_steps
+
+    torch.manual_seed(0)
+    a = torch.nn.Parameter(torch.randn(5))
+    b = torch.nn.Parameter(a.detach().clone())
+    opt_a, opt_b = torch.optim.Adam([a], lr=0.1, betas=(0.9, 0.95)), torch.optim.Adam([b], lr=0.1, betas=(0.9, 0.95))
+    for _ in range(7):  # the official: steps on a zero gradient
+        b.grad = torch.zeros_like(b)
+        opt_b.step()
+    count_idle_adam_steps(opt_a, 7)
+    g = torch.randn(5)
+    a.grad, b.grad = g.clone(), g.clone()
+    opt_a.step()
+    opt_b.step()
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    assert float(opt_a.state[a]["step"]) == float(opt_b.state[b]["step"]) == 8.0
+    count_idle_adam_steps(opt_a, 100)  # has state: left alone
+    assert float(opt_a.state[a]["step"]) == 8.0

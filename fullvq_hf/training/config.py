@@ -101,6 +101,10 @@ class TokenizerTrainingConfig:
     )
     discriminator_norm: str = option("batch", "discriminator norm: 'batch', 'group' or 'none'")
     discriminator_layers: int = option(3, "stride-2 conv layers of the PatchGAN discriminator (VQGAN-LC: 2)")
+    discriminator_adam_idle_steps: bool = option(
+        False, "count the steps before gan_start_step in the discriminator's Adam, as FVQ / LlamaGen (they step it on a "
+        "zero loss until --disc-start): its first updates get a long run's bias correction, not a fresh Adam's"
+    )
     discriminator_sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all processes (SyncBatchNorm, GPUs); the official trainers keep them per process"
     )
@@ -164,8 +168,9 @@ _FVQ = dict(
     # term and the discriminator's hinge loss alike (vq_loss.py:137-141,159-160)
     adaptive_gan_weight=False,  # VQLoss(disc_adaptive_weight=False) by default (vq_loss.py:51,132)
     gan_start_step=19999,  # --disc-start 20000: adopt_weight(w, train_steps + 1, 20000) is on from 0-based step
-    # 19,999 (train.py:298,456; vq_loss.py:43-46). The official steps the discriminator with a 0 loss before that
-    # (Adam counts those steps); here it starts at that step.
+    # 19,999 (train.py:298,456; vq_loss.py:43-46)
+    discriminator_adam_idle_steps=True,  # before that the discriminator steps on a 0 loss every step (train.py:
+    # 313-321, vq_loss.py:159-160): Adam's moments stay 0 but its step count (bias correction) runs
     discriminator_layers=3, discriminator_norm="batch",  # PatchGAN n_layers 3, ndf 64, BatchNorm (vq_loss.py:51,60)
     adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,  # train.py:468-469; torch's eps
     weight_decay=0.0,  # --weight-decay 5e-2 is never given to Adam (train.py:136-137)
@@ -201,7 +206,8 @@ _VQGAN_LC = dict(
     gan_weight=0.1, adaptive_gan_weight=True,  # --rate_d 0.1 x the adaptive weight on rec + rate_p x LPIPS
     # (vq.py:141-149,249; lc.py:263)
     discriminator_loss_weight=1.0,  # the discriminator's hinge loss is not weighted (vq.py:258-261)
-    gan_start_step=50001,  # --disc_start 50000, on while cur_iter > 50000 (engine.py:84; vq.py:251)
+    gan_start_step=50001,  # --disc_start 50000, on while cur_iter > 50000 (engine.py:84; vq.py:251); the
+    discriminator_adam_idle_steps=False,  # discriminator's Adam steps only from then on (engine.py:84-89)
     discriminator_layers=2, discriminator_norm="batch",  # NLayerDiscriminator(n_layers=2, ndf 64, BatchNorm) (vq.py:44-48)
     random_crop=True, crop_min_scale=1.0, flip=False,  # SmallestMaxSize + RandomCrop, no flip (lc.py:90-92)
     ema_decay=0.0,

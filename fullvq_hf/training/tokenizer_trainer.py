@@ -398,6 +398,8 @@ class TokenizerTask(Task):
                 # real and fake in separate passes (BatchNorm statistics per batch), as the official trainers
                 logits_real, logits_fake = part_d.model(x, out.sample.detach())
                 d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
+            if self.cfg.discriminator_adam_idle_steps:
+                count_idle_adam_steps(part_d.optimizer, state.step)
             run.optimize(self.d_weight * d_loss, part_d)
             logs["loss/discriminator"] = d_loss.detach()
         self.usage.update(out.indices)
@@ -444,6 +446,26 @@ class TokenizerTask(Task):
             model, dataset, transform, batch_size=cfg.eval_batch_size, max_images=cfg.eval_max_images,
             image_column=cfg.image_column, feature_extractor=cfg.feature_extractor, accelerator=run.accelerator,
         )  # fmt: skip
+
+
+def count_idle_adam_steps(optimizer: torch.optim.Optimizer, idle_steps: int) -> None:
+    """Give an Adam that has not stepped yet the state of one that took ``idle_steps`` steps on zero gradients
+    (without weight decay those leave its moments at 0 and only advance its step count, i.e. its bias correction):
+    what FVQ's / LlamaGen's discriminator has at ``--disc-start``, having been stepped on a 0 loss until then. An
+    optimizer with state already (a later step, a resumed run) is left as it is."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+    if idle_steps <= 0 or any(inner.state.get(p) for group in inner.param_groups for p in group["params"]):
+        return
+    for group in inner.param_groups:
+        if group.get("weight_decay", 0):
+            raise ValueError("discriminator_adam_idle_steps assumes no weight decay (zero-gradient steps would decay).")
+        on_device = group.get("capturable") or group.get("fused")  # where torch's Adam keeps its step count
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and not group.get("fused") else torch.float32
+        for p in group["params"]:
+            state = {"step": torch.tensor(float(idle_steps), dtype=dtype, device=p.device if on_device else "cpu")}
+            for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group.get("amsgrad") else ()):
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            inner.state[p] = state
 
 
 @contextlib.contextmanager
