@@ -148,16 +148,16 @@ _CPU_FMNIST = dict(backbone="cpu-small", in_channels=1, resolution=32, dataset="
 _FVQ = dict(
     _PAPER,
     backbone="VQ-16",  # --vq-model default VQ-16 (train.py:442)
-    resolution=256,  # --image-size 256 (FVQ-*.sh:40)
+    resolution=256,  # --image-size 256 (FVQ-*.sh:38)
     global_batch_size=128,  # GLOBAL_BATCH_SIZE=128 (FVQ-*.sh:8); per GPU = 128 / world size (train.py:157):
     batch_size=16,  # 16 on 8 GPUs; elsewhere the check names --batch-size / --gradient-accumulation-steps
     learning_rate=1e-4,  # LEARNING_RATE=1e-4 (FVQ-*.sh:15) ...
     scale_lr=True,  # ... x global batch / 128 for both optimizers (train.py:130-137)
-    num_epochs=40,  # EPOCHS=40 (FVQ-*.sh:9); steps = epochs x len(loader), drop_last (train.py:163,168)
-    warmup_epochs=4,  # warmup_ep=4 (FVQ-*.sh:18); warm-up = warmup_ep x len(loader) (train.py:167)
+    num_epochs=40,  # EPOCHS=40 (FVQ-*.sh:9); steps = epochs x len(loader), drop_last (train.py:162,168)
+    warmup_epochs=4,  # warmup_ep=4 (FVQ-*.sh:17); warm-up = warmup_ep x len(loader) (train.py:167)
     # what the epochs give on ImageNet-1k (1,281,167 // 128 = 10,009 steps an epoch); --max-steps N runs by steps
     max_steps=40 * (IMAGENET_TRAIN_IMAGES // 128), warmup_steps=4 * (IMAGENET_TRAIN_IMAGES // 128),
-    lr_scheduler="annealing",  # --sche_type 'lin' (FVQ-*.sh:50): combined_lr_lambda (train.py:166-189)
+    lr_scheduler="annealing",  # --sche_type 'lin' (FVQ-*.sh:47): combined_lr_lambda (train.py:166-189)
     hold_fraction=0.3,  # --lrT default 0.3 (train.py:484)
     warmup_start_factor=0.005,  # wp0 = 0.005; decays to wpe = 0.01 (train.py:169-170)
     quantizer_type="vqbridge", use_l2_norm=False,  # no --codebook-l2-norm (default False, train.py:448)
@@ -187,7 +187,7 @@ _VQGAN_LC = dict(
     _PAPER,
     model_type="vqgan-lc", bridge=None, quantizer_type="vq",
     backbone="VQ-16",  # --vq_config_path vqgan_configs/vq-f16.yaml: ch 128, ch_mult (1,1,2,2,4), z 256
-    codebook_size=100000, codebook_dim=8,  # --n_vision_words 100000, --embed_dim 8 (runTrainVQ.sh:19,21)
+    codebook_size=100000, codebook_dim=8,  # --n_vision_words 100000, --embed_dim 8 (runTrainVQ.sh:19,24)
     codebook_feature_dim=768,  # the frozen CLIP ViT-L/14 codebook [100000, 768] (--tuning_codebook 0)
     resolution=256,  # --image_size 256
     global_batch_size=256, batch_size=256,  # --batch_size 256 per GPU on --nproc_per_node 1 (runTrainVQ.sh:6-7)
@@ -206,9 +206,11 @@ _VQGAN_LC = dict(
     gan_weight=0.1, adaptive_gan_weight=True,  # --rate_d 0.1 x the adaptive weight on rec + rate_p x LPIPS
     # (vq.py:141-149,249; lc.py:263)
     discriminator_loss_weight=1.0,  # the discriminator's hinge loss is not weighted (vq.py:258-261)
-    gan_start_step=50001,  # --disc_start 50000, on while cur_iter > 50000 (engine.py:84; vq.py:251); the
-    discriminator_adam_idle_steps=False,  # discriminator's Adam steps only from then on (engine.py:84-89)
-    discriminator_layers=2, discriminator_norm="batch",  # NLayerDiscriminator(n_layers=2, ndf 64, BatchNorm) (vq.py:44-48)
+    gan_start_step=50001,  # --disc_start 50000 (runTrainVQ.sh:18): on while cur_iter > 50000 (engine.py:84;
+    # vq.py:251); the discriminator's Adam steps only from then on (engine.py:84-89)
+    discriminator_adam_idle_steps=False,
+    discriminator_layers=2, discriminator_norm="batch",  # NLayerDiscriminator(n_layers=2, ndf 64, BatchNorm)
+    # (vq.py:44-48; models/discriminator.py:105-146)
     random_crop=True, crop_min_scale=1.0, flip=False,  # SmallestMaxSize + RandomCrop, no flip (lc.py:90-92)
     ema_decay=0.0,
 )  # fmt: skip
