@@ -698,8 +698,8 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     Run length: ``global_batch_size`` is checked (``check_global_batch``), ``num_epochs`` / ``warmup_epochs`` set
     ``max_steps`` / ``warmup_steps`` from ``task.num_train_examples()`` (see ``resolve_epochs``); ``cfg`` is
     updated in place, so ``training_config.json`` records the steps actually run."""
-    if cfg.gradient_accumulation_steps < 1:
-        raise ValueError("gradient_accumulation_steps must be >= 1.")
+    if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
+        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
     schedule_options(cfg)  # option errors before anything starts
     out_dir = Path(cfg.output_dir)
     report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
@@ -709,8 +709,6 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     set_seed(cfg.seed)  # the same initial weights in every process
 
     check_global_batch(cfg, accelerator.num_processes)
-    if cfg.max_steps < 1 or cfg.batch_size < 1:
-        raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
     lr = (
         scale_lr(cfg.learning_rate, global_batch, task.reference_batch) if cfg.scale_lr else cfg.learning_rate
