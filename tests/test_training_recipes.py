@@ -38,6 +38,7 @@ def test_fvq_presets_are_the_official_scripts(preset, bridge, size, dim, patch):
     assert (cfg.gan_weight, cfg.discriminator_loss_weight, cfg.adaptive_gan_weight) == (0.5, 0.5, False)
     assert cfg.gan_start_step == 19999  # adopt_weight(..., train_steps + 1, threshold=20000)
     assert cfg.discriminator_adam_idle_steps is True  # stepped on a 0 loss before that
+    assert cfg.discriminator_fresh_fakes is False  # the discriminator sees the generator step's recons_imgs
     assert (cfg.discriminator_layers, cfg.discriminator_norm, cfg.discriminator_sync_batchnorm) == (3, "batch", False)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon, cfg.weight_decay) == (0.9, 0.95, 1e-8, 0.0)
     assert (cfg.max_grad_norm, cfg.mixed_precision, cfg.ema_decay) == (1.0, "bf16", 0.0)
@@ -61,6 +62,7 @@ def test_vqgan_lc_preset_is_run_train_vq_sh():
     assert (cfg.gan_weight, cfg.adaptive_gan_weight, cfg.discriminator_loss_weight) == (0.1, True, 1.0)
     assert (cfg.gan_start_step, cfg.discriminator_layers, cfg.discriminator_norm) == (50001, 2, "batch")
     assert cfg.discriminator_adam_idle_steps is False  # its discriminator steps only once the GAN is on
+    assert cfg.discriminator_fresh_fakes is True  # its discriminator step runs the updated model again
     assert (cfg.flip, cfg.crop_min_scale) == (False, 1.0)
 
 
@@ -373,3 +375,37 @@ def test_count_idle_adam_steps_is_the_state_of_zero_gradient_steps():
     assert float(opt_a.state[a]["step"]) == float(opt_b.state[b]["step"]) == 8.0
     count_idle_adam_steps(opt_a, 100)  # has state: left alone
     assert float(opt_a.state[a]["step"]) == 8.0
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_the_discriminators_fakes_are_the_step_reconstructions_or_fresh_ones(tmp_path, monkeypatch, fresh):
+    """FVQ / LlamaGen: the fake images are the generator step's reconstructions. VQGAN-LC (engine.py:86) runs the
+    model again after the generator's update: with discriminator_fresh_fakes the fakes are the updated model's
+    reconstruction of the same images."""
+    from fullvq_hf import FVQModel
+    from fullvq_hf.training import tokenizer_trainer
+
+    fakes = []
+
+    class Recorded(tokenizer_trainer.PatchGANDiscriminator):
+        def forward(self, images, *more):
+            if more:
+                fakes.append(more[0].detach().clone())
+            return super().forward(images, *more)
+
+    monkeypatch.setattr(tokenizer_trainer, "PatchGANDiscriminator", Recorded)
+    task = tokenizer_trainer.TokenizerTask(
+        make_config({"preset": "cpu-tiny", "output_dir": str(tmp_path), "max_steps": 1, "gan_start_step": 0,
+                     "discriminator_fresh_fakes": fresh, "eval_split": None, "checkpoint_every": 0,
+                     "image_every": 0})
+    )  # fmt: skip
+    from fullvq_hf.training.loop import train as run_training
+
+    run_training(task.cfg, task)
+    x, step_reconstruction = task.last
+    updated = FVQModel.from_pretrained(tmp_path / "model-train").train()
+    with torch.no_grad():
+        fresh_reconstruction = updated(x).sample
+    assert len(fakes) == 1
+    assert not torch.allclose(step_reconstruction, fresh_reconstruction, atol=1e-4)  # the step changed the model
+    torch.testing.assert_close(fakes[0], fresh_reconstruction if fresh else step_reconstruction.detach())

@@ -105,6 +105,10 @@ class TokenizerTrainingConfig:
         False, "count the steps before gan_start_step in the discriminator's Adam, as FVQ / LlamaGen (they step it on a "
         "zero loss until --disc-start): its first updates get a long run's bias correction, not a fresh Adam's"
     )
+    discriminator_fresh_fakes: bool = option(
+        False, "the discriminator's fake images from a second tokenizer forward after the generator's step (VQGAN-LC); "
+        "false: the generator step's reconstructions (FVQ / LlamaGen)"
+    )
     discriminator_sync_batchnorm: bool = option(
         False, "BatchNorm statistics over all processes (SyncBatchNorm, GPUs); the official trainers keep them per process"
     )
@@ -169,6 +173,7 @@ _FVQ = dict(
     adaptive_gan_weight=False,  # VQLoss(disc_adaptive_weight=False) by default (vq_loss.py:51,132)
     gan_start_step=19999,  # --disc-start 20000: adopt_weight(w, train_steps + 1, 20000) is on from 0-based step
     # 19,999 (train.py:298,456; vq_loss.py:43-46)
+    discriminator_fresh_fakes=False,  # the discriminator sees the generator step's recons_imgs (train.py:297,315)
     discriminator_adam_idle_steps=True,  # before that the discriminator steps on a 0 loss every step (train.py:
     # 313-321, vq_loss.py:159-160): Adam's moments stay 0 but its step count (bias correction) runs
     discriminator_layers=3, discriminator_norm="batch",  # PatchGAN n_layers 3, ndf 64, BatchNorm (vq_loss.py:51,60)
@@ -206,6 +211,8 @@ _VQGAN_LC = dict(
     gan_weight=0.1, adaptive_gan_weight=True,  # --rate_d 0.1 x the adaptive weight on rec + rate_p x LPIPS
     # (vq.py:141-149,249; lc.py:263)
     discriminator_loss_weight=1.0,  # the discriminator's hinge loss is not weighted (vq.py:258-261)
+    discriminator_fresh_fakes=True,  # its step runs the model again (step=1) after opt_ae stepped (engine.py:71-89;
+    # vq.py:223-263): its fakes come from the updated generator
     gan_start_step=50001,  # --disc_start 50000 (runTrainVQ.sh:18): on while cur_iter > 50000 (engine.py:84;
     # vq.py:251); the discriminator's Adam steps only from then on (engine.py:84-89)
     discriminator_adam_idle_steps=False,

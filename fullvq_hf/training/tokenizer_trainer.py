@@ -4,6 +4,8 @@ and nodes (``accelerate launch``), exact resume, atomic checkpoints, trackers, a
 Order of one step (global batch = batch_size x processes x accumulation):
     pixels -> model -> reconstruction loss + perceptual + quantizer loss (+ GAN generator term) -> generator step
     [after gan_start_step] real, fake -> discriminator (two separate passes) -> weighted hinge loss -> its step
+    (fake: the reconstruction of the generator step; with discriminator_fresh_fakes, as VQGAN-LC, a second
+    forward of the tokenizer after its update)
 """
 
 from __future__ import annotations
@@ -394,9 +396,13 @@ class TokenizerTask(Task):
             logs["grad_norm"] = grad_norm
         if gan_active:
             part_d = run.parts[1]
+            fake = out.sample.detach()
+            if cfg.discriminator_fresh_fakes:  # VQGAN-LC: the tokenizer again, after its step, for the fakes
+                with torch.no_grad(), acc.autocast():
+                    fake = run.model(x).sample.detach()
             with acc.autocast():
                 # real and fake in separate passes (BatchNorm statistics per batch), as the official trainers
-                logits_real, logits_fake = part_d.model(x, out.sample.detach())
+                logits_real, logits_fake = part_d.model(x, fake)
                 d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
             if self.cfg.discriminator_adam_idle_steps:
                 count_idle_adam_steps(part_d.optimizer, state.step)
