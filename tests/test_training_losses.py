@@ -28,14 +28,14 @@ from fullvq_hf.training.schedules import constant, cosine, get_scheduler, learni
 # ---------------------------------------------------------------------------------------------------- schedules
 @pytest.mark.parametrize("decay", ["linear", "cosine"])
 def test_learning_annealing_key_steps(decay):
-    total, warmup = 110, 10  # hold = floor(0.3 * 100) = 30 steps: decay from step 40 to step 109
+    total, warmup = 110, 10  # progress p = (step - 10) / 99: hold while p < 0.3 (steps 10..39), decay to step 109
     f = lambda s: learning_annealing(s, total, warmup, decay=decay)  # noqa: E731
     assert f(0) == pytest.approx(0.005)
     assert f(5) == pytest.approx(0.005 + 0.995 * 0.5)
     assert f(10) == pytest.approx(1.0)  # end of warm-up
-    assert f(25) == 1.0 and f(40) == 1.0  # hold, end of hold
-    assert f(41) < 1.0
-    # midpoint of the decay (40 -> 109) is step 74.5; linear and cosine both give (1 + end) / 2 there
+    assert f(25) == 1.0 and f(39) == 1.0  # hold, end of hold (p = 29/99 < 0.3)
+    assert f(40) < 1.0  # p = 30/99 >= 0.3
+    # midpoint of the decay (p = 0.65) is step 74.35; linear and cosine both give (1 + end) / 2 there
     mid = (learning_annealing(74, total, warmup, decay=decay) + learning_annealing(75, total, warmup, decay=decay)) / 2
     assert mid == pytest.approx((1 + 0.01) / 2, abs=0.012)
     assert f(109) == pytest.approx(0.01)  # last step
@@ -91,8 +91,7 @@ def test_scheduler_values_and_json_state_round_trip(name):
         return opt, get_scheduler(name, opt, total_steps=30, warmup_steps=4)
 
     opt, sched = make()
-    # WSD (annealing) warms up from its min_lr_ratio (= end_factor 0.01), the others from 0.005
-    start = 0.01 if name.startswith("annealing") else 0.005
+    start = 0.005  # every schedule warms up from 0.005 (FVQ's wp0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * start)
     lrs = []
     for _ in range(12):
@@ -116,30 +115,52 @@ def test_scheduler_values_and_json_state_round_trip(name):
         assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * (0.0 if name == "cosine" else 0.01))
 
 
+def _official_lin(step, total, warmup, lr_t=0.3, cos=False):
+    """FVQ's combined_lr_lambda (vq_train_qbridge_lr.py:166-189), restated from its definition: wp0 = 0.005,
+    wpe = 0.01, warm-up over ``warmup`` steps, progress pasd = (step - W) / (total - 1 - W), 1 while pasd < lrT,
+    then 'lin': wpe + (1 - wpe) * (1 - pasd) / (1 - lrT), or 'cos' over (pasd - lrT) / (1 - lrT)."""
+    if step < warmup:
+        return 0.005 + 0.995 * step / max(1, warmup)
+    pasd = (step - warmup) / (total - 1 - warmup)
+    if pasd < lr_t:
+        return 1.0
+    if cos:
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * (pasd - lr_t) / (1 - lr_t)))
+    return 0.01 + 0.99 * (1 - pasd) / (1 - lr_t)
+
+
 @pytest.mark.parametrize("decay", ["linear", "cosine"])
-@pytest.mark.parametrize(("total", "warmup"), [(110, 10), (30, 4), (1000, 0), (7, 1), (2, 1)])
-def test_learning_annealing_is_transformers_wsd_and_the_papers_formula_after_warmup(total, warmup, decay):
-    """The paper: warm-up to 1, hold for 30% of the remaining steps, decay to 0.01 at the last step. transformers'
-    WSD reproduces it from the end of the warm-up on; its warm-up starts at 0.01 instead of 0.005."""
+@pytest.mark.parametrize(("total", "warmup", "hold"), [(110, 10, 0.3), (30, 4, 0.3), (1000, 0, 0.3), (7, 1, 0.3),
+                                                       (3, 1, 0.3), (400, 40, 0.05), (97, 13, 0.0)])  # fmt: skip
+def test_annealing_scheduler_is_the_official_schedule_at_every_step(total, warmup, hold, decay):
+    """get_scheduler('annealing') = FVQ's 'lin' mode ('annealing-cosine' = 'cos'), warm-up included (from 0.005,
+    not WSD's 0.01), with the hold ending at a fractional progress (--lrT / hold_fraction)."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = schedules.get_learning_annealing_schedule(opt, total, warmup, decay=decay)
+    name = "annealing-cosine" if decay == "cosine" else "annealing"
+    sched = get_scheduler(name, opt, total, warmup, hold_fraction=hold)
     factors = []
-    for _ in range(total + 3):
+    for _ in range(total):
         factors.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    for step, factor in enumerate(factors):
-        paper = learning_annealing(step, total, warmup, decay=decay)
-        if step >= warmup:
-            assert factor == pytest.approx(paper, abs=1e-12), step
-        else:  # the warm-up line from 0.01 (not 0.005) to 1
-            assert factor == pytest.approx(0.01 + 0.99 * step / warmup, abs=1e-12), step
-    assert factors[total - 1] == pytest.approx(0.01) and factors[-1] == pytest.approx(0.01)
-    decay_start = warmup + math.floor(0.3 * (total - warmup))
-    assert all(f == 1.0 for f in factors[warmup : min(decay_start + 1, total - 1)])
-    from transformers.optimization import _get_wsd_scheduler_lambda
+    official = [_official_lin(s, total, warmup, hold, cos=decay == "cosine") for s in range(total)]
+    assert factors == pytest.approx(official, abs=1e-12)
+    assert factors == pytest.approx([learning_annealing(s, total, warmup, hold_fraction=hold, decay=decay)
+                                     for s in range(total)], abs=1e-15)  # fmt: skip
+    assert factors[-1] == pytest.approx(0.01)
+    assert json.loads(json.dumps(sched.state_dict()))["lr_lambdas"][0]["hold_fraction"] == hold
 
-    assert sched.lr_lambdas[0].func is _get_wsd_scheduler_lambda  # the ecosystem's schedule, not a copy
+
+def test_annealing_of_fvq_16384_sh_in_steps():
+    """FVQ-16384.sh on ImageNet-1k: 1,281,167 images // 128 = 10,009 steps an epoch (drop_last), 40 epochs,
+    warmup_ep 4: warm-up 40,036 steps, hold until p >= 0.3, 0.01 at step 400,359."""
+    total, warmup = 40 * 10009, 4 * 10009
+    f = lambda s: learning_annealing(s, total, warmup)  # noqa: E731
+    assert f(0) == 0.005 and f(warmup) == 1.0
+    hold_end = warmup + math.ceil(0.3 * (total - 1 - warmup))  # first step with p >= 0.3
+    assert f(hold_end - 1) == 1.0 and f(hold_end) < 1.0
+    for s in (0, 20018, warmup, hold_end - 1, hold_end, 300000, total - 1):
+        assert f(s) == pytest.approx(_official_lin(s, total, warmup), abs=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------- discriminator

@@ -20,6 +20,17 @@ def option(default: Any, help: str, **metadata: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
+# the run-length / schedule options shared by every trainer (handled once, in ``loop.train``)
+GLOBAL_BATCH_HELP = ("the global batch a recipe needs (the scripts' --global-batch-size): an error unless batch_size "
+                     "x processes x accumulation equals it; none = no check")  # fmt: skip
+NUM_EPOCHS_HELP = ("train this many epochs instead of max_steps: max_steps = num_epochs x (training examples // "
+                   "global batch); needs a dataset of known length")  # fmt: skip
+WARMUP_EPOCHS_HELP = "warm-up in epochs (the scripts' warmup_ep) instead of warmup_steps; needs a known dataset length"
+HOLD_FRACTION_HELP = ("annealing schedules: lr held at 1 while the progress after warm-up is below this (FVQ's "
+                      "--lrT); none = 0.3")  # fmt: skip
+WARMUP_START_HELP = "lr factor at the first warm-up step; none = 0.005 (FVQ's wp0)"
+
+
 @dataclass
 class TokenizerTrainingConfig:
     # model
@@ -57,6 +68,7 @@ class TokenizerTrainingConfig:
     streaming: bool = option(False, "stream the dataset (ImageNet scale)")
     resolution: int = option(256, "training resolution in pixels")
     random_crop: bool = option(True, "random (not center) crops")
+    crop_min_scale: float = option(0.8, "random crops: smallest crop side as a fraction of the shorter image side")
     flip: bool = option(True, "random horizontal flips")
     num_workers: int = option(0, "dataloader worker processes")
     # optimisation
@@ -67,8 +79,14 @@ class TokenizerTrainingConfig:
     scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 128")
     lr_scheduler: str = option("annealing", "'annealing' (FVQ), 'annealing-cosine', 'constant', 'cosine' or 'linear'")
     warmup_steps: int = option(0, "linear warm-up steps")
+    global_batch_size: int | None = option(None, GLOBAL_BATCH_HELP)
+    num_epochs: float | None = option(None, NUM_EPOCHS_HELP)
+    warmup_epochs: float | None = option(None, WARMUP_EPOCHS_HELP)
+    hold_fraction: float | None = option(None, HOLD_FRACTION_HELP)
+    warmup_start_factor: float | None = option(None, WARMUP_START_HELP)
     adam_beta1: float = option(0.9, "Adam beta1")
     adam_beta2: float = option(0.95, "Adam beta2")
+    adam_epsilon: float = option(1e-8, "Adam epsilon (both optimizers)")
     weight_decay: float = option(0.0, "Adam weight decay")
     max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
     # losses
@@ -78,7 +96,22 @@ class TokenizerTrainingConfig:
     gan_weight: float = option(0.0, "weight of the PatchGAN generator loss; 0 disables the GAN")
     gan_start_step: int = option(20000, "step at which the GAN losses start")
     adaptive_gan_weight: bool = option(False, "VQGAN's adaptive GAN weight")
+    discriminator_loss_weight: float | None = option(
+        None, "weight of the discriminator's hinge loss; none = gan_weight (FVQ / LlamaGen: disc_weight weighs both)"
+    )
     discriminator_norm: str = option("batch", "discriminator norm: 'batch', 'group' or 'none'")
+    discriminator_layers: int = option(3, "stride-2 conv layers of the PatchGAN discriminator (VQGAN-LC: 2)")
+    discriminator_adam_idle_steps: bool = option(
+        False, "count the steps before gan_start_step in the discriminator's Adam, as FVQ / LlamaGen (they step it on a "
+        "zero loss until --disc-start): its first updates get a long run's bias correction, not a fresh Adam's"
+    )
+    discriminator_fresh_fakes: bool = option(
+        False, "the discriminator's fake images from a second tokenizer forward after the generator's step (VQGAN-LC); "
+        "false: the generator step's reconstructions (FVQ / LlamaGen)"
+    )
+    discriminator_sync_batchnorm: bool = option(
+        False, "BatchNorm statistics over all processes (SyncBatchNorm, GPUs); the official trainers keep them per process"
+    )
     discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
     bridge_lr_multiplier: float = option(1.0, "lr of the VQBridge (quantize.qbridge.*) as a multiple of the model's lr")
     # precision / speed
@@ -104,6 +137,7 @@ class TokenizerTrainingConfig:
         return dataclasses.asdict(self)
 
 
+IMAGENET_TRAIN_IMAGES = 1_281_167
 _PAPER = dict(backbone="VQ-16", resolution=256, batch_size=16, learning_rate=1e-4, perceptual_weight=1.0, gan_weight=0.5,
               gan_start_step=20000, mixed_precision="bf16", max_steps=400000, checkpoint_every=5000, image_every=5000,
               dataset="ILSVRC/imagenet-1k", streaming=True, eval_split="validation", warmup_steps=40000)  # fmt: skip
@@ -112,16 +146,91 @@ _CPU_FMNIST = dict(backbone="cpu-small", in_channels=1, resolution=32, dataset="
                    perceptual_weight=0.0, gan_weight=0.0, codebook_size=16384, codebook_dim=8,
                    checkpoint_every=100, image_every=100, log_every=10)  # fmt: skip
 
+# FVQ's official recipes: scripts/recon/FVQ-16384.sh, FVQ-65536.sh, FVQ-262144.sh (yfChang-cv/FVQ), which run
+# tokenizer/tokenizer_image/vq_train_qbridge_lr.py ("train.py" below); what a script does not pass is train.py's
+# argparse default. Line numbers are those files' (commit 577b848c).
+_FVQ = dict(
+    _PAPER,
+    backbone="VQ-16",  # --vq-model default VQ-16 (train.py:442)
+    resolution=256,  # --image-size 256 (FVQ-*.sh:38)
+    global_batch_size=128,  # GLOBAL_BATCH_SIZE=128 (FVQ-*.sh:8); per GPU = 128 / world size (train.py:157):
+    batch_size=16,  # 16 on 8 GPUs; elsewhere the check names --batch-size / --gradient-accumulation-steps
+    learning_rate=1e-4,  # LEARNING_RATE=1e-4 (FVQ-*.sh:15) ...
+    scale_lr=True,  # ... x global batch / 128 for both optimizers (train.py:130-137)
+    num_epochs=40,  # EPOCHS=40 (FVQ-*.sh:9); steps = epochs x len(loader), drop_last (train.py:162,168)
+    warmup_epochs=4,  # warmup_ep=4 (FVQ-*.sh:17); warm-up = warmup_ep x len(loader) (train.py:167)
+    # what the epochs give on ImageNet-1k (1,281,167 // 128 = 10,009 steps an epoch); --max-steps N runs by steps
+    max_steps=40 * (IMAGENET_TRAIN_IMAGES // 128), warmup_steps=4 * (IMAGENET_TRAIN_IMAGES // 128),
+    lr_scheduler="annealing",  # --sche_type 'lin' (FVQ-*.sh:47): combined_lr_lambda (train.py:166-189)
+    hold_fraction=0.3,  # --lrT default 0.3 (train.py:484)
+    warmup_start_factor=0.005,  # wp0 = 0.005; decays to wpe = 0.01 (train.py:169-170)
+    quantizer_type="vqbridge", use_l2_norm=False,  # no --codebook-l2-norm (default False, train.py:448)
+    beta=0.25, codebook_loss_weight=1.0, entropy_loss_weight=0.0,  # train.py:451,450; vq_loss.py:142 adds the
+    # codebook loss unweighted (--codebook-weight is never applied)
+    reconstruction_loss="l2", perceptual_weight=1.0,  # train.py:453-454
+    gan_weight=0.5, discriminator_loss_weight=0.5,  # --disc-weight 0.5 (train.py:455) weighs the generator's hinge
+    # term and the discriminator's hinge loss alike (vq_loss.py:137-141,159-160)
+    adaptive_gan_weight=False,  # VQLoss(disc_adaptive_weight=False) by default (vq_loss.py:51,132)
+    gan_start_step=19999,  # --disc-start 20000: adopt_weight(w, train_steps + 1, 20000) is on from 0-based step
+    # 19,999 (train.py:298,456; vq_loss.py:43-46)
+    discriminator_fresh_fakes=False,  # the discriminator sees the generator step's recons_imgs (train.py:297,315)
+    discriminator_adam_idle_steps=True,  # before that the discriminator steps on a 0 loss every step (train.py:
+    # 313-321, vq_loss.py:159-160): Adam's moments stay 0 but its step count (bias correction) runs
+    discriminator_layers=3, discriminator_norm="batch",  # PatchGAN n_layers 3, ndf 64, BatchNorm (vq_loss.py:51,60)
+    adam_beta1=0.9, adam_beta2=0.95, adam_epsilon=1e-8,  # train.py:468-469; torch's eps
+    weight_decay=0.0,  # --weight-decay 5e-2 is never given to Adam (train.py:136-137)
+    max_grad_norm=1.0,  # train.py:470, both optimizers (train.py:305,320)
+    mixed_precision="bf16",  # train.py:477
+    ema_decay=0.0,  # the scripts do not pass --ema
+    random_crop=True, crop_min_scale=0.8, flip=True,  # random_crop_arr (0.8-1.0) + flip (train.py:142-143)
+    checkpoint_every=10000, image_every=10000,  # --ckpt-every 10000 (train.py:475)
+)  # fmt: skip
+
+# VQGAN-LC's official recipe: vqgan-gpt-lc/runTrainVQ.sh (zh460045050/VQGAN-LC) running training_vqgan.py ("lc.py"),
+# engine_training_vqgan.py ("engine.py"), models/models_vq.py ("vq.py"), models/discriminator.py, util/lr_sched.py.
+_VQGAN_LC = dict(
+    _PAPER,
+    model_type="vqgan-lc", bridge=None, quantizer_type="vq",
+    backbone="VQ-16",  # --vq_config_path vqgan_configs/vq-f16.yaml: ch 128, ch_mult (1,1,2,2,4), z 256
+    codebook_size=100000, codebook_dim=8,  # --n_vision_words 100000, --embed_dim 8 (runTrainVQ.sh:19,24)
+    codebook_feature_dim=768,  # the frozen CLIP ViT-L/14 codebook [100000, 768] (--tuning_codebook 0)
+    resolution=256,  # --image_size 256
+    global_batch_size=256, batch_size=256,  # --batch_size 256 per GPU on --nproc_per_node 1 (runTrainVQ.sh:6-7)
+    learning_rate=1e-4, scale_lr=False,  # --lr 1e-4 is the absolute lr, for any batch: main() never applies the
+    # --blr rule (absolute = blr x batch / 256) its help text describes (lc.py:208-215,353,368,375)
+    num_epochs=100, warmup_epochs=5,  # --epochs 100 --warmup_epochs 5 (runTrainVQ.sh:9-10)
+    max_steps=100 * (IMAGENET_TRAIN_IMAGES // 256), warmup_steps=5 * (IMAGENET_TRAIN_IMAGES // 256),  # on ImageNet-1k
+    lr_scheduler="cosine",  # lr_sched.adjust_learning_rate per iteration: linear warm-up FROM 0, then half-cosine
+    warmup_start_factor=0.0,  # to min_lr 0 (lr_sched.py:12-17; engine.py:68,88). It reaches 0 one step after the
+    # last; ours at the last step (a difference of one step's worth of decay).
+    adam_beta1=0.5, adam_beta2=0.9, adam_epsilon=1e-7, weight_decay=0.0,  # both Adams (lc.py:368,375)
+    max_grad_norm=0.0,  # NativeScaler without clip_grad: the norm is only measured (engine.py:71-89)
+    mixed_precision="no",  # the autocast is commented out (engine.py:60,85)
+    reconstruction_loss="l1", perceptual_weight=1.0,  # mean |x - rec|, --rate_p 1 (vq.py:237-239; lc.py:262)
+    beta=0.1, codebook_loss_weight=0.033,  # --rate_q 0.1 x (1.0 commit + 0.33 codebook) (vq.py:203; lc.py:261)
+    gan_weight=0.1, adaptive_gan_weight=True,  # --rate_d 0.1 x the adaptive weight on rec + rate_p x LPIPS
+    # (vq.py:141-149,249; lc.py:263)
+    discriminator_loss_weight=1.0,  # the discriminator's hinge loss is not weighted (vq.py:258-261)
+    discriminator_fresh_fakes=True,  # its step runs the model again (step=1) after opt_ae stepped (engine.py:71-89;
+    # vq.py:223-263): its fakes come from the updated generator
+    gan_start_step=50001,  # --disc_start 50000 (runTrainVQ.sh:18): on while cur_iter > 50000 (engine.py:84;
+    # vq.py:251); the discriminator's Adam steps only from then on (engine.py:84-89)
+    discriminator_adam_idle_steps=False,
+    discriminator_layers=2, discriminator_norm="batch",  # NLayerDiscriminator(n_layers=2, ndf 64, BatchNorm)
+    # (vq.py:44-48; models/discriminator.py:105-146)
+    random_crop=True, crop_min_scale=1.0, flip=False,  # SmallestMaxSize + RandomCrop, no flip (lc.py:90-92)
+    ema_decay=0.0,
+)  # fmt: skip
+
 PRESETS: dict[str, dict[str, Any]] = {
-    # FVQ paper (ImageNet 256, VQ-16 backbone, D = 256, learning annealing, L2 + LPIPS + PatchGAN 0.5 from 20k)
-    "fvq-16k": {**_PAPER, "bridge": "L/4", "codebook_size": 16384, "codebook_dim": 256},
-    "fvq-65k": {**_PAPER, "bridge": "L/8", "codebook_size": 65536, "codebook_dim": 512},
-    "fvq-262k": {**_PAPER, "bridge": "L/8", "codebook_size": 262144, "codebook_dim": 256},
-    # VQGAN-LC (100k frozen CLIP codes projected to 8-d; L1 + LPIPS + adaptive GAN x 0.1 from 50k; cosine lr)
-    "vqgan-lc-100k": {**_PAPER, "model_type": "vqgan-lc", "bridge": None, "quantizer_type": "vq",
-                      "codebook_size": 100000, "codebook_dim": 8, "codebook_feature_dim": 768,
-                      "reconstruction_loss": "l1", "gan_weight": 0.1, "gan_start_step": 50000, "adaptive_gan_weight": True,
-                      "learning_rate": 5e-4 * 128 / 256, "adam_beta1": 0.5, "adam_beta2": 0.9, "lr_scheduler": "cosine"},
+    # FVQ-16384.sh: QB_type='QBridge-L/4' (the unconditional DiT bridge: --is_uncondition), 16384 x 256
+    "fvq-16k": {**_FVQ, "bridge": "QBridge-L/4", "codebook_size": 16384, "codebook_dim": 256},
+    # FVQ-65536.sh: QB_type='QBridge-L/8', 65536 x 256 (CODEBOOK_EMBED_DIM=256, not the paper table's 512)
+    "fvq-65k": {**_FVQ, "bridge": "QBridge-L/8", "codebook_size": 65536, "codebook_dim": 256},
+    # FVQ-262144.sh: QB_type='QBridge-L/8', 262144 x 256
+    "fvq-262k": {**_FVQ, "bridge": "QBridge-L/8", "codebook_size": 262144, "codebook_dim": 256},
+    # runTrainVQ.sh: VQGAN-LC with the 100k frozen CLIP codebook (--lc-codebook FILE) projected to 8-d
+    "vqgan-lc-100k": _VQGAN_LC,
     # LlamaGen's own VQ-16 tokenizer: 16384 x 8 l2-normalised codes, constant lr
     "llamagen-vq16": {**_PAPER, "bridge": None, "quantizer_type": "vq", "codebook_size": 16384, "codebook_dim": 8,
                       "use_l2_norm": True, "lr_scheduler": "constant"},
@@ -132,11 +241,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-photos": dict(backbone="cpu-small", resolution=64, dataset="photos", eval_split=None, batch_size=8,
                        learning_rate=1e-3, scale_lr=False, max_steps=200, warmup_steps=10, perceptual_weight=0.0,
                        gan_weight=0.1, gan_start_step=100, discriminator_norm="group", bridge="S/2",
+                       discriminator_loss_weight=1.0,
                        codebook_size=4096, codebook_dim=8, checkpoint_every=100, image_every=100),
     # smallest possible end-to-end run (tests)
     "cpu-tiny": dict(backbone="tiny", in_channels=1, resolution=32, dataset="fashion_mnist", random_crop=False,
                      batch_size=4, learning_rate=1e-3, scale_lr=False, max_steps=20, warmup_steps=2,
                      perceptual_weight=0.0, gan_weight=0.1, gan_start_step=5, discriminator_norm="group",
+                     discriminator_loss_weight=1.0,
                      bridge="S/2", codebook_size=256, codebook_dim=8, checkpoint_every=10, image_every=10,
                      log_every=5, eval_max_images=64, report_to="none"),
 }  # fmt: skip

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -70,6 +71,9 @@ __all__ = [
     "list_checkpoints",
     "make_accelerator",
     "replica_checksums",
+    "check_global_batch",
+    "resolve_epochs",
+    "schedule_options",
     "save_image_grid",
     "train",
     "unwrap_model",
@@ -396,6 +400,11 @@ class Task:
     def build_dataloader(self, run: Run, start_step: int):
         raise NotImplementedError
 
+    def num_train_examples(self) -> int | None:
+        """Number of training examples (called after ``build``, only when ``num_epochs`` / ``warmup_epochs`` ask
+        for it); None when unknown (e.g. a streamed dataset without split sizes)."""
+        return None
+
     def training_step(self, run: Run, batch: Any) -> dict[str, torch.Tensor] | None:
         """One micro-batch: forward, ``run.optimize(loss, part)`` per optimizer; returns scalars to log (means over
         the log window), or None to skip the batch."""
@@ -576,6 +585,117 @@ def save_image_grid(rows: list[torch.Tensor], path: Path, max_images: int = 8) -
     Image.fromarray(np.ascontiguousarray(grid)).save(path)
 
 
+# ---------------------------------------------------------------------------------------------------- run length
+ANNEALING = ("annealing", "annealing-cosine")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _pick(cfg: Any, derived: str, base: str) -> str | None:
+    """How the ``derived`` option (e.g. ``num_epochs``) relates to ``base`` (``max_steps``): None when unset or
+    overridden, "derive" when it decides ``base``, "check" when both were given explicitly (a recorded
+    ``training_config.json`` holds both: they must then agree). Later wins as in ``make_config``: a ``base`` the user
+    set explicitly overrides a ``derived`` that came from a preset (which is then cleared, so
+    ``training_config.json`` records what was used)."""
+    if getattr(cfg, derived, None) is None:
+        return None
+    from .config import explicit_options
+
+    given = explicit_options(cfg)
+    if base in given and derived not in given:
+        setattr(cfg, derived, None)
+        return None
+    return "check" if base in given else "derive"
+
+
+def check_global_batch(cfg: Any, num_processes: int) -> None:
+    """With ``global_batch_size`` set (a recipe's: the official scripts' ``--global-batch-size``), batch_size x
+    processes x accumulation must equal it, since the lr scaling, the steps of an epoch and the recipe's results
+    assume it. Otherwise a ValueError naming the options that get there (or ``--global-batch-size none``)."""
+    want = getattr(cfg, "global_batch_size", None)
+    if want is None:
+        return
+    have = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
+    if have == want:
+        return
+    ways = []
+    if want % (cfg.batch_size * num_processes) == 0:
+        ways.append(f"--gradient-accumulation-steps {want // (cfg.batch_size * num_processes)}")
+    if want % (num_processes * cfg.gradient_accumulation_steps) == 0:
+        ways.append(f"--batch-size {want // (num_processes * cfg.gradient_accumulation_steps)}")
+    how = " or ".join(ways) or "a per-process batch and accumulation whose product with the processes is it"
+    raise ValueError(
+        f"This recipe trains with a global batch of {want}, but --batch-size {cfg.batch_size} x {num_processes} "
+        f"process(es) x --gradient-accumulation-steps {cfg.gradient_accumulation_steps} = {have}: pass {how}; or "
+        "--global-batch-size none to train with this batch (the lr scales with it when scale_lr)."
+    )
+
+
+def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> None:
+    """``num_epochs`` -> ``max_steps`` and ``warmup_epochs`` -> ``warmup_steps``, in optimizer steps of
+    ``steps_per_epoch = num_examples // global_batch`` (the official loaders drop the last partial batch:
+    FVQ-*.sh on ImageNet-1k, 1,281,167 // 128 = 10,009 steps an epoch). ``num_examples`` None (unknown length) is
+    a ValueError naming the step options to pass instead."""
+    pairs = (("num_epochs", "max_steps"), ("warmup_epochs", "warmup_steps"))
+    todo = [(d, b, how) for d, b in pairs if (how := _pick(cfg, d, b))]
+    if not todo:
+        return
+    if num_examples is None:
+        names = " and ".join(f"{_flag(d)} {getattr(cfg, d)}" for d, _, _ in todo)
+        raise ValueError(
+            f"{names} need(s) the number of training examples, which is unknown here (a streamed dataset without "
+            f"split sizes in its info, or a trainer that does not count its data); pass "
+            f"{' and '.join(_flag(b) for _, b, _ in todo)} instead."
+        )
+    steps_per_epoch = num_examples // global_batch
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"The training set has {num_examples} examples, fewer than one global batch of {global_batch}: an epoch "
+            f"has no step. Use a smaller batch, or give {_flag(todo[0][1])}."
+        )
+    for derived, base, how in todo:
+        epochs = getattr(cfg, derived)
+        if epochs < 0:
+            raise ValueError(f"{_flag(derived)} must be >= 0, got {epochs}.")
+        steps = math.floor(epochs * steps_per_epoch + 1e-9)
+        if base == "max_steps" and steps < 1:
+            raise ValueError(
+                f"{_flag(derived)} {epochs} is less than one step ({steps_per_epoch} steps an epoch)."
+            )
+        if how == "check" and getattr(cfg, base) != steps:
+            raise ValueError(
+                f"{_flag(derived)} {epochs} ({steps} steps of {steps_per_epoch} an epoch here) and {_flag(base)} "
+                f"{getattr(cfg, base)} both set the run length and disagree; give one of them (or "
+                f"{_flag(derived)} none)."
+            )
+        setattr(cfg, base, steps)
+
+
+def schedule_options(cfg: Any) -> dict[str, float]:
+    """The keyword options of ``get_scheduler`` the config sets (``hold_fraction``, ``warmup_start_factor``)."""
+    options: dict[str, float] = {}
+    hold = getattr(cfg, "hold_fraction", None)
+    if hold is not None:
+        if cfg.lr_scheduler not in ANNEALING:
+            raise ValueError(
+                f"--hold-fraction {hold} applies to the annealing schedules {ANNEALING}, not --lr-scheduler "
+                f"{cfg.lr_scheduler}; drop it or choose an annealing schedule."
+            )
+        options["hold_fraction"] = float(hold)
+    start = getattr(cfg, "warmup_start_factor", None)
+    if start is not None:
+        options["start_factor"] = float(start)
+    return options
+
+
+def _schedule(cfg: Any, optimizer: torch.optim.Optimizer):
+    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
+    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
+    return get_scheduler(cfg.lr_scheduler, optimizer, cfg.max_steps, warmup_steps, **schedule_options(cfg))
+
+
 # ---------------------------------------------------------------------------------------------------- the loop
 def _broadcast_ok(accelerator: Accelerator, ok: bool) -> bool:
     if accelerator.num_processes == 1:
@@ -590,9 +710,15 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     """Run ``task`` as described by ``cfg`` (fields used here: output_dir, mixed_precision,
     gradient_accumulation_steps, report_to, seed, batch_size, learning_rate, scale_lr, lr_scheduler, warmup_steps,
     max_steps, max_grad_norm, ema_decay, compile, resume, overwrite_output_dir, log_every, checkpoint_every,
-    checkpoints_total_limit). Returns the results (also written to ``output_dir/results.json``)."""
+    checkpoints_total_limit; and when set global_batch_size, num_epochs, warmup_epochs, hold_fraction,
+    warmup_start_factor). Returns the results (also written to ``output_dir/results.json``).
+
+    Run length: ``global_batch_size`` is checked (``check_global_batch``), ``num_epochs`` / ``warmup_epochs`` set
+    ``max_steps`` / ``warmup_steps`` from ``task.num_train_examples()`` (see ``resolve_epochs``); ``cfg`` is
+    updated in place, so ``training_config.json`` records the steps actually run."""
     if cfg.max_steps < 1 or cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
         raise ValueError("max_steps, batch_size and gradient_accumulation_steps must be >= 1.")
+    schedule_options(cfg)  # option errors before anything starts
     out_dir = Path(cfg.output_dir)
     report_to = None if cfg.report_to in (None, "none", "") else cfg.report_to
     accelerator = make_accelerator(out_dir, cfg.mixed_precision, cfg.gradient_accumulation_steps, report_to)
@@ -600,6 +726,7 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     check_output_dir(out_dir, cfg.resume, cfg.overwrite_output_dir)
     set_seed(cfg.seed)  # the same initial weights in every process
 
+    check_global_batch(cfg, accelerator.num_processes)
     global_batch = cfg.batch_size * accelerator.num_processes * cfg.gradient_accumulation_steps
     lr = (
         scale_lr(cfg.learning_rate, global_batch, task.reference_batch) if cfg.scale_lr else cfg.learning_rate
@@ -607,6 +734,9 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     parts = task.build(
         accelerator, lr
     )  # user errors about the data or model surface before anything is written
+    if getattr(cfg, "num_epochs", None) is not None or getattr(cfg, "warmup_epochs", None) is not None:
+        resolve_epochs(cfg, task.num_train_examples(), global_batch)
+    _schedule(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # its errors before any write
 
     lock = RunLock(out_dir)
     error = None
@@ -627,11 +757,9 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
 
 
 def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, report_to) -> dict[str, Any]:
-    # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
-    warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
     for part in parts:
         # schedulers stay unprepared (accelerate would step them once per process); they count optimizer steps
-        part.scheduler = get_scheduler(cfg.lr_scheduler, part.optimizer, cfg.max_steps, warmup_steps)
+        part.scheduler = _schedule(cfg, part.optimizer)
     prepared = accelerator.prepare(*[x for p in parts for x in (p.model, p.optimizer)])
     for i, part in enumerate(parts):
         part.model, part.optimizer = prepared[2 * i], prepared[2 * i + 1]

@@ -6,10 +6,11 @@ Typical generator objective (VQGAN / LlamaGen / FVQ)::
     rec = (pixels - recon).abs().mean()  # or MSE
     p = perceptual(recon, pixels) if perceptual is not None else 0.0
     g = hinge_g_loss(discriminator(recon))
-    w = adaptive_gan_weight(rec + p, g, last_layer=model.decoder.conv_out.weight)
+    w = adaptive_gan_weight(rec + p_weight * p, g, last_layer=model.decoder.conv_out.weight)
     loss = rec + p_weight * p + disc_weight * w * g + vq_loss
 
-and for the discriminator ``hinge_d_loss(discriminator(pixels.detach()), discriminator(recon.detach()))``.
+and for the discriminator ``disc_weight * hinge_d_loss(*discriminator(pixels.detach(), recon.detach()))`` (real and
+fake in separate passes: see ``PatchGANDiscriminator.forward``).
 
 Perceptual weights are never downloaded implicitly: ``PerceptualLoss.from_pretrained`` reads a file (local or from
 a Hub repo) holding torchvision's VGG16 weights and optionally LPIPS' learned ``lin`` weights, and
@@ -81,9 +82,10 @@ class PatchGANDiscriminator(nn.Module):
     Init: conv weights ~ N(0, 0.02), norm weights ~ N(1, 0.02), norm biases 0 (conv biases keep PyTorch's
     default), as in the reference.
 
-    Distributed training: ``BatchNorm2d`` computes its statistics per process. Under DDP either convert it with
-    ``torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)`` before wrapping, or use ``norm="group"``
-    (per-sample statistics, no synchronisation, but keys no longer match LlamaGen's checkpoints).
+    Distributed training: ``BatchNorm2d`` computes its statistics per process, as in the official trainers
+    (LlamaGen / FVQ wrap it in DDP without SyncBatchNorm; DDP broadcasts rank 0's running statistics at each forward).
+    For statistics over the global batch convert it with ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` (GPUs)
+    before wrapping; ``norm="group"`` has per-sample statistics (but keys no longer match LlamaGen's checkpoints).
 
     Args:
         in_channels: Image channels (3 for RGB).
@@ -132,9 +134,20 @@ class PatchGANDiscriminator(nn.Module):
         """Smallest image side that still gives a 1 x 1 logit map."""
         return 3 * 2**self.n_layers
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, *more_images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """``(B, in_channels, H, W)`` images (same range as the tokenizer's, e.g. [-1, 1]) -> ``(B, 1, h, w)``
-        patch logits (positive = "real")."""
+        patch logits (positive = "real").
+
+        With more batches (``disc(real, fake)``) each goes through the network in its OWN pass and a tuple of their
+        logits comes back: BatchNorm then normalises real and fake images with their own batch statistics (and
+        updates its running statistics once per batch), as the official trainers (taming, LlamaGen, FVQ,
+        VQGAN-LC) call the discriminator; one concatenated batch would mix the statistics. One call, so a
+        DDP-wrapped discriminator still sees one forward per backward."""
+        if more_images:
+            return tuple(self._logits(x) for x in (images, *more_images))
+        return self._logits(images)
+
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != self.in_channels:
             raise ValueError(
                 f"The discriminator expects NCHW images with {self.in_channels} channels, got shape "

@@ -3,19 +3,19 @@
 Every schedule is a pure function ``f(step) -> factor`` (the optimizer's lr is ``base_lr * factor``), with a
 linear warm-up from ``start_factor`` to 1 over the first ``warmup_steps`` steps:
 
-- ``learning_annealing``: FVQ's "learning annealing" (warm-up, hold at 1 for ``hold_fraction`` of the steps
-  after warm-up, then a linear or cosine decay that reaches ``end_factor`` at the last step). The FVQ paper warms
-  up for 4 epochs from 0.005x, holds for 30% and decays linearly to 0.01x: the defaults here.
-- ``constant``: warm-up, then 1.
+- ``learning_annealing``: FVQ's "learning annealing", exactly the ``combined_lr_lambda`` of the official
+  ``vq_train_qbridge_lr.py`` (``--sche_type lin``, or ``cos`` for the cosine decay): warm-up from ``start_factor``
+  (0.005) to 1, hold at 1 while the progress after warm-up is below ``hold_fraction`` (``--lrT``, 0.3), then a
+  linear (or cosine) decay that reaches ``end_factor`` (0.01) at the last step.
+- ``constant``: warm-up, then 1 (the official ``--sche_type const``).
 - ``cosine``: warm-up, then a cosine decay from 1 to ``end_factor`` at the last step.
 - ``linear``: warm-up, then a linear decay from 1 to ``end_factor`` at the last step.
 
-``get_scheduler`` builds the scheduler of a name. Learning annealing is transformers' warmup-stable-decay schedule
-(``get_wsd_schedule``, through the named wrapper ``get_learning_annealing_schedule``): after the warm-up it is the
-paper's formula exactly (``learning_annealing``). Its warm-up starts at ``end_factor`` (0.01) instead of the
-paper's 0.005: transformers' WSD warms up from its ``min_lr_ratio``, which is also where it decays to. The other
-schedules are a ``LambdaLR`` whose multiplier is a callable object (``ScheduleFunction``) holding only numbers and
-strings. Every scheduler's ``state_dict()`` is numbers, strings and lists: the trainers save it as JSON.
+``get_scheduler`` builds the scheduler of a name: a ``LambdaLR`` whose multiplier is a callable object
+(``ScheduleFunction``) holding only numbers and strings, so every scheduler's ``state_dict()`` is numbers, strings and
+lists: the trainers save it as JSON. (transformers' warmup-stable-decay schedule, ``get_wsd_schedule``, is not used
+for the annealing: its warm-up starts at its ``min_lr_ratio`` (0.01, not the official 0.005) and its stable phase is
+a whole number of steps, where the official hold ends at a fractional progress.)
 
 Steps count optimizer updates from 0; the last step of a run of ``total_steps`` updates is ``total_steps - 1``.
 
@@ -101,14 +101,18 @@ def learning_annealing(
 ) -> float:
     """FVQ's learning annealing: warm-up, hold, decay. Returns the lr multiplier at ``step``.
 
-    - ``step < warmup_steps``: linear from ``start_factor`` (step 0) towards 1 (reached at ``step == warmup_steps``);
-    - then 1 for the first ``hold_fraction`` of the remaining ``total_steps - warmup_steps`` steps, i.e. up to
-      ``decay_start = warmup_steps + floor(hold_fraction * (total_steps - warmup_steps))`` (the factor is 1 there);
-    - then ``decay`` ("linear" or "cosine") from 1 at ``decay_start`` to ``end_factor`` at the last step,
-      ``total_steps - 1``; later steps stay at ``end_factor``.
+    The official schedule (``combined_lr_lambda`` of FVQ's ``tokenizer/tokenizer_image/vq_train_qbridge_lr.py``:
+    ``wp0 = 0.005``, ``wpe = 0.01``, ``T = --lrT = 0.3``, ``--sche_type lin`` or ``cos``), with
+    ``W = warmup_steps`` and ``last = total_steps - 1``:
+
+    - ``step < W``: ``start_factor + (1 - start_factor) * step / W`` (1 is reached at ``step == W``);
+    - then, with the progress ``p = (step - W) / (last - W)``: 1 while ``p < hold_fraction``;
+    - then ``decay`` over ``t = (p - hold_fraction) / (1 - hold_fraction)``: linear ``end + (1 - end) * (1 - t)``
+      or cosine ``end + (1 - end) * (1 + cos(pi * t)) / 2``, so ``end_factor`` at the last step; later steps stay
+      at ``end_factor`` (the official never runs past its last step).
 
     With ``warmup_steps=0`` step 0 already has factor 1. Example (``total_steps=110, warmup_steps=10``): 0.005 at
-    step 0, 1 at steps 10..40, linear decay over 40..109 to 0.01 at step 109.
+    step 0, 1 at steps 10..39 (p = 29/99 < 0.3), then linear from step 40 (p = 30/99) to 0.01 at step 109.
     """
     _check_step(step)
     _check_warmup(warmup_steps, start_factor, total_steps)
@@ -120,12 +124,12 @@ def learning_annealing(
     if step < warmup_steps:
         return _warmup(step, warmup_steps, start_factor)
     last = total_steps - 1
-    decay_start = warmup_steps + math.floor(hold_fraction * (total_steps - warmup_steps) + 1e-9)
     if step >= last:
         return float(end_factor)
-    if step <= decay_start:
+    progress = (step - warmup_steps) / (last - warmup_steps)  # in [0, 1) here
+    if progress < hold_fraction:
         return 1.0
-    return _decay((step - decay_start) / (last - decay_start), end_factor, decay)
+    return _decay((progress - hold_fraction) / (1.0 - hold_fraction), end_factor, decay)
 
 
 def constant(step: int, warmup_steps: int, start_factor: float = 0.005) -> float:
@@ -141,7 +145,11 @@ def cosine(
     step: int, total_steps: int, warmup_steps: int, end_factor: float = 0.0, start_factor: float = 0.005
 ) -> float:
     """Linear warm-up from ``start_factor`` to 1 (at ``step == warmup_steps``), then a half-cosine from 1 down to
-    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``."""
+    ``end_factor`` at the last step ``total_steps - 1``; later steps stay at ``end_factor``.
+
+    VQGAN-LC's ``util/lr_sched.py`` is this with ``start_factor=0`` and ``end_factor=0`` (its ``min_lr``), except
+    that its decay progress is ``(step - W) / (total_steps - W)``: it would reach 0 one step after the last, where
+    this reaches it at the last step (the two differ by one step's worth of decay)."""
     _check_step(step)
     _check_warmup(warmup_steps, start_factor, total_steps)
     _check_end_factor(end_factor)
@@ -167,8 +175,8 @@ def linear(
 # ---------------------------------------------------------------------------------------------------- schedulers
 # name -> the keyword options it accepts, with their defaults (those of the functions above)
 SCHEDULES: dict[str, dict[str, float]] = {
-    "annealing": {"hold_fraction": 0.3, "end_factor": 0.01},
-    "annealing-cosine": {"hold_fraction": 0.3, "end_factor": 0.01},
+    "annealing": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
+    "annealing-cosine": {"start_factor": 0.005, "hold_fraction": 0.3, "end_factor": 0.01},
     "constant": {"start_factor": 0.005},
     "cosine": {"start_factor": 0.005, "end_factor": 0.0},
     "linear": {"start_factor": 0.005, "end_factor": 0.0},
@@ -224,30 +232,16 @@ def get_learning_annealing_schedule(
     hold_fraction: float = 0.3,
     end_factor: float = 0.01,
     decay: str = "linear",
+    start_factor: float = 0.005,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """FVQ's learning annealing as transformers' ``get_wsd_schedule``: linear warm-up over ``warmup_steps`` (from
-    ``end_factor``), 1 until ``decay_start = warmup_steps + floor(hold_fraction * (total_steps - warmup_steps))``,
-    then a ``decay`` ("linear" or "cosine") to ``end_factor`` at the last step ``total_steps - 1``. From the end of
-    the warm-up on it equals ``learning_annealing`` (the paper's formula)."""
-    from transformers import get_wsd_schedule
-
-    _check_warmup(warmup_steps, end_factor, total_steps)
-    _check_end_factor(end_factor)
-    if not 0.0 <= hold_fraction <= 1.0:
-        raise ValueError(f"hold_fraction must lie in [0, 1] (a fraction of the steps after warm-up), got {hold_fraction}.")
+    """FVQ's learning annealing (``learning_annealing``, the official ``lin`` / ``cos`` modes) as a ``LambdaLR``
+    over every param group of ``optimizer``."""
+    name = "annealing-cosine" if decay == "cosine" else "annealing"
     if decay not in DECAYS:
         raise ValueError(f"decay must be one of {DECAYS}, got {decay!r}.")
-    decay_start = warmup_steps + math.floor(hold_fraction * (total_steps - warmup_steps) + 1e-9)
-    decay_start = min(decay_start, total_steps - 1)
-    return get_wsd_schedule(
-        optimizer,
-        num_warmup_steps=warmup_steps,
-        num_stable_steps=decay_start - warmup_steps,
-        num_decay_steps=total_steps - 1 - decay_start,  # reaches end_factor at the last step, total_steps - 1
-        warmup_type="linear",
-        decay_type=decay,
-        min_lr_ratio=end_factor,
-    )
+    fn = ScheduleFunction(name=name, total_steps=int(total_steps), warmup_steps=int(warmup_steps),
+                          start_factor=start_factor, hold_fraction=hold_fraction, end_factor=end_factor)  # fmt: skip
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
 def get_scheduler(
@@ -256,14 +250,14 @@ def get_scheduler(
     """A ``LambdaLR`` over ``optimizer`` (every param group) following schedule ``name``.
 
     Args:
-        name: ``"annealing"`` (FVQ: warm-up, hold, linear decay; transformers' WSD), ``"annealing-cosine"`` (same
+        name: ``"annealing"`` (FVQ: warm-up, hold, linear decay), ``"annealing-cosine"`` (same
             with a cosine decay), ``"constant"`` (warm-up, then 1), ``"cosine"`` (warm-up, cosine decay) or
             ``"linear"`` (warm-up, linear decay).
         optimizer: The optimizer; its current ``lr`` values become the base lrs.
         total_steps: Number of optimizer updates in the run (the schedule ends at ``total_steps - 1``).
         warmup_steps: Linear warm-up length in optimizer updates.
-        **kwargs: ``hold_fraction`` and ``end_factor`` (annealing: 0.3 and 0.01, FVQ's values); ``start_factor``
-            (constant, cosine, linear: 0.005) and ``end_factor`` (cosine, linear: 0.0).
+        **kwargs: ``start_factor`` (every schedule: 0.005, where the warm-up starts), ``hold_fraction`` and
+            ``end_factor`` (annealing: 0.3 and 0.01, FVQ's values); ``end_factor`` (cosine, linear: 0.0).
 
     Call ``scheduler.step()`` once per optimizer update. Building the scheduler sets the lr of step 0.
     """
@@ -276,9 +270,6 @@ def get_scheduler(
             "schedule that uses them."
         )
     options = {**SCHEDULES[name], **kwargs}
-    if name in ("annealing", "annealing-cosine"):
-        decay = "cosine" if name == "annealing-cosine" else "linear"
-        return get_learning_annealing_schedule(optimizer, int(total_steps), int(warmup_steps), decay=decay, **options)
     fn = ScheduleFunction(name=name, total_steps=int(total_steps), warmup_steps=int(warmup_steps), **options)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 

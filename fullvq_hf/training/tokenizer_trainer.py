@@ -3,7 +3,9 @@ and nodes (``accelerate launch``), exact resume, atomic checkpoints, trackers, a
 
 Order of one step (global batch = batch_size x processes x accumulation):
     pixels -> model -> reconstruction loss + perceptual + quantizer loss (+ GAN generator term) -> generator step
-    [after gan_start_step] real / fake -> discriminator -> hinge loss -> discriminator step
+    [after gan_start_step] real, fake -> discriminator (two separate passes) -> weighted hinge loss -> its step
+    (fake: the reconstruction of the generator step; with discriminator_fresh_fakes, as VQGAN-LC, a second
+    forward of the tokenizer after its update)
 """
 
 from __future__ import annotations
@@ -206,9 +208,30 @@ def record_trained_architecture(cfg: TokenizerTrainingConfig, model: FVQModel | 
 
 
 # ---------------------------------------------------------------------------------------------------- data
-def build_dataloader(cfg: TokenizerTrainingConfig, accelerator: Accelerator, start_step: int):
-    dataset = load_image_dataset(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.streaming, cfg.image_column)
-    transform = ImageTransform(cfg.resolution, cfg.in_channels, cfg.random_crop, flip=cfg.flip)
+def load_train_dataset(cfg: TokenizerTrainingConfig):
+    return load_image_dataset(cfg.dataset, cfg.train_split, cfg.data_dir, cfg.streaming, cfg.image_column)
+
+
+def dataset_length(dataset, split: str) -> int | None:
+    """Number of examples of a loaded dataset: ``len`` of a map-style one; for a streamed one the split size its
+    ``info`` records (Hub datasets with metadata), else None."""
+    try:
+        return len(dataset)
+    except TypeError:
+        pass
+    splits = getattr(getattr(dataset, "info", None), "splits", None) or {}
+    info = splits.get(split) if hasattr(splits, "get") else None
+    return int(info.num_examples) if info is not None and info.num_examples else None
+
+
+def build_dataloader(cfg: TokenizerTrainingConfig, accelerator: Accelerator, start_step: int, dataset=None):
+    """The training batches from step ``start_step`` on; ``dataset``: the already loaded training split, if any."""
+    if dataset is None:
+        dataset = load_train_dataset(cfg)
+    if not 0.0 < cfg.crop_min_scale <= 1.0:
+        raise ValueError(f"crop_min_scale must lie in (0, 1] (a fraction of the shorter side), got {cfg.crop_min_scale}.")
+    transform = ImageTransform(cfg.resolution, cfg.in_channels, cfg.random_crop, crop_scale=(cfg.crop_min_scale, 1.0),
+                               flip=cfg.flip)  # fmt: skip
     if cfg.streaming:
         return _streaming_loader(dataset, transform, cfg, accelerator, start_step)
     images = TransformedImages(dataset, transform, cfg.image_column, seed=cfg.seed)
@@ -297,30 +320,44 @@ class TokenizerTask(Task):
         self.cfg = cfg
         self.rec_fn = F.mse_loss if cfg.reconstruction_loss == "l2" else F.l1_loss
         self.use_gan = cfg.gan_weight > 0
+        # FVQ / LlamaGen weigh the discriminator's loss with their disc_weight (= gan_weight); VQGAN-LC does not (1)
+        self.d_weight = cfg.gan_weight if cfg.discriminator_loss_weight is None else cfg.discriminator_loss_weight
         self.last = None  # (pixels, reconstruction) of the last micro-batch, for the image grid
+        self.train_dataset = None
 
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
         cfg = self.cfg
         model = build_model(cfg)
         record_trained_architecture(cfg, model)
-        betas = (cfg.adam_beta1, cfg.adam_beta2)
+        adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
-                                                       betas=betas, weight_decay=cfg.weight_decay))]
+                                                       **adam))]
         self.perceptual = build_perceptual_loss(cfg.perceptual_weights) if cfg.perceptual_weight > 0 else None
         if self.perceptual is not None:
             self.perceptual = self.perceptual.to(accelerator.device)
         if self.use_gan:
-            disc = PatchGANDiscriminator(in_channels=cfg.in_channels, norm=cfg.discriminator_norm)
-            if accelerator.num_processes > 1 and cfg.discriminator_norm == "batch":
+            disc = PatchGANDiscriminator(in_channels=cfg.in_channels, n_layers=cfg.discriminator_layers,
+                                         norm=cfg.discriminator_norm)  # fmt: skip
+            if cfg.discriminator_sync_batchnorm and cfg.discriminator_norm == "batch" and accelerator.num_processes > 1:
+                if accelerator.device.type != "cuda":
+                    raise ValueError(
+                        "--discriminator-sync-batchnorm needs GPUs (torch's SyncBatchNorm has no CPU kernel); leave it "
+                        "off: each process then normalises with its own batch statistics, as the official trainers."
+                    )
                 disc = torch.nn.SyncBatchNorm.convert_sync_batchnorm(disc)
-            opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr or lr, betas=betas, weight_decay=cfg.weight_decay)
+            opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.discriminator_lr or lr, **adam)
             parts.append(Part("discriminator", disc, opt_d))
         return parts
 
     def build_dataloader(self, run: Run, start_step: int):
         self.usage = CodebookUsage(run.bare().codebook_size, device=run.accelerator.device)
         self.t_last, self.images_last = time.time(), run.state.images_seen
-        return build_dataloader(self.cfg, run.accelerator, start_step)
+        dataset, self.train_dataset = self.train_dataset, None
+        return build_dataloader(self.cfg, run.accelerator, start_step, dataset)
+
+    def num_train_examples(self) -> int | None:
+        self.train_dataset = load_train_dataset(self.cfg)  # kept for build_dataloader
+        return dataset_length(self.train_dataset, self.cfg.train_split)
 
     def training_step(self, run: Run, batch: dict) -> dict | None:
         cfg, acc, state = self.cfg, run.accelerator, run.state
@@ -334,11 +371,13 @@ class TokenizerTask(Task):
             out = run.model(x)
             rec = self.rec_fn(out.sample.float(), x)
             loss = rec + out.loss
+            nll = rec  # what the adaptive GAN weight balances: reconstruction + weighted perceptual loss
             logs = {"loss/reconstruction": rec.detach(), "loss/quantizer": out.loss.detach(),
                     "loss/codebook": out.codebook_loss.detach(), "loss/commitment": out.commitment_loss.detach()}  # fmt: skip
             if self.perceptual is not None:
                 p_loss = self.perceptual(out.sample.float(), x).mean()
                 loss = loss + cfg.perceptual_weight * p_loss
+                nll = nll + cfg.perceptual_weight * p_loss
                 logs["loss/perceptual"] = p_loss.detach()
             if gan_active:
                 # the generator's GAN term goes through the bare discriminator with its parameters frozen: its
@@ -348,7 +387,8 @@ class TokenizerTask(Task):
                     g_loss = hinge_g_loss(disc(out.sample))
                 weight = cfg.gan_weight
                 if cfg.adaptive_gan_weight:
-                    weight = weight * adaptive_gan_weight(rec, g_loss, run.bare().decoder.last_layer)
+                    # on reconstruction + perceptual, as VQGAN-LC (models_vq.py:249) and FVQ's VQLoss (vq_loss.py:133)
+                    weight = weight * adaptive_gan_weight(nll, g_loss, run.bare().decoder.last_layer)
                 loss = loss + weight * g_loss
                 logs["loss/generator"] = g_loss.detach()
         grad_norm = run.optimize(loss, run.parts[0])
@@ -356,10 +396,17 @@ class TokenizerTask(Task):
             logs["grad_norm"] = grad_norm
         if gan_active:
             part_d = run.parts[1]
+            fake = out.sample.detach()
+            if cfg.discriminator_fresh_fakes:  # VQGAN-LC: the tokenizer again, after its step, for the fakes
+                with torch.no_grad(), acc.autocast():
+                    fake = run.model(x).sample.detach()
             with acc.autocast():
-                logits = part_d.model(torch.cat([x, out.sample.detach()]))
-                d_loss = hinge_d_loss(*logits.float().chunk(2))
-            run.optimize(d_loss, part_d)
+                # real and fake in separate passes (BatchNorm statistics per batch), as the official trainers
+                logits_real, logits_fake = part_d.model(x, fake)
+                d_loss = hinge_d_loss(logits_real.float(), logits_fake.float())
+            if self.cfg.discriminator_adam_idle_steps:
+                count_idle_adam_steps(part_d.optimizer, state.step)
+            run.optimize(self.d_weight * d_loss, part_d)
             logs["loss/discriminator"] = d_loss.detach()
         self.usage.update(out.indices)
         state.images_seen += x.shape[0] * acc.num_processes
@@ -405,6 +452,26 @@ class TokenizerTask(Task):
             model, dataset, transform, batch_size=cfg.eval_batch_size, max_images=cfg.eval_max_images,
             image_column=cfg.image_column, feature_extractor=cfg.feature_extractor, accelerator=run.accelerator,
         )  # fmt: skip
+
+
+def count_idle_adam_steps(optimizer: torch.optim.Optimizer, idle_steps: int) -> None:
+    """Give an Adam that has not stepped yet the state of one that took ``idle_steps`` steps on zero gradients
+    (without weight decay those leave its moments at 0 and only advance its step count, i.e. its bias correction):
+    what FVQ's / LlamaGen's discriminator has at ``--disc-start``, having been stepped on a 0 loss until then. An
+    optimizer with state already (a later step, a resumed run) is left as it is."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer wraps the torch one
+    if idle_steps <= 0 or any(inner.state.get(p) for group in inner.param_groups for p in group["params"]):
+        return
+    for group in inner.param_groups:
+        if group.get("weight_decay", 0):
+            raise ValueError("discriminator_adam_idle_steps assumes no weight decay (zero-gradient steps would decay).")
+        on_device = group.get("capturable") or group.get("fused")  # where torch's Adam keeps its step count
+        dtype = torch.float64 if torch.get_default_dtype() == torch.float64 and not group.get("fused") else torch.float32
+        for p in group["params"]:
+            state = {"step": torch.tensor(float(idle_steps), dtype=dtype, device=p.device if on_device else "cpu")}
+            for key in ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group.get("amsgrad") else ()):
+                state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            inner.state[p] = state
 
 
 @contextlib.contextmanager
