@@ -337,6 +337,35 @@ def guidance_scales(scale: float, num_tokens: int, schedule: str = "constant") -
     return [1.0 + (scale - 1.0) * r for r in ramp]
 
 
+def check_cfg_interval(cfg_interval) -> int:
+    """LlamaGen's ``cfg_interval`` as an int, or a ValueError: -1 (guidance at every token) or an integer >= 0."""
+    fix = (
+        "pass -1 (classifier-free guidance at every token, the default) or an integer k >= 0 (LlamaGen's "
+        "--cfg-interval: guidance for image tokens 0 .. k + 1, the conditional logits alone after)"
+    )
+    if isinstance(cfg_interval, bool):
+        raise ValueError(f"cfg_interval must be an integer, got {cfg_interval!r}: {fix}")
+    try:
+        value = float(cfg_interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"cfg_interval must be an integer, got {cfg_interval!r}: {fix}") from None
+    if not math.isfinite(value) or value != int(value) or value < -1:
+        raise ValueError(f"cfg_interval must be -1 or an integer >= 0, got {cfg_interval!r}: {fix}")
+    return int(value)
+
+
+def guided_token_count(cfg_interval: int, num_tokens: int) -> int:
+    """How many leading image tokens are drawn from guided logits under LlamaGen's ``cfg_interval``.
+
+    LlamaGen's ``generate`` (``autoregressive/models/generate.py``) guides the first token (the prefill) and then
+    decode step i (which draws image token i + 1) while ``i <= cfg_interval``; from the first step past it on, it
+    takes the conditional logits alone. So ``cfg_interval = k >= 0`` guides tokens 0 .. k + 1 (k + 2 tokens) and
+    -1 guides all ``num_tokens``.
+    """
+    cfg_interval = check_cfg_interval(cfg_interval)
+    return num_tokens if cfg_interval == -1 else min(cfg_interval + 2, num_tokens)
+
+
 def filter_logits(
     logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0
 ) -> torch.Tensor:
@@ -386,17 +415,44 @@ class LlamaGenGuidanceLogitsProcessor(ClassifierFreeGuidanceLogitsProcessor):
 
     transformers' processor accepts only scales > 1; the formula holds for any scale (0 gives the unconditional model,
     1 the conditional one). The scale at image token i follows ``guidance_scales(scale, num_image_tokens, schedule)``,
-    i counted from the class token (the prompt's first position).
+    i counted from the class token (the prompt's first position). Image tokens from
+    ``guided_token_count(cfg_interval, num_image_tokens)`` on (LlamaGen's ``cfg_interval``; -1: never) get the
+    conditional half of the scores alone.
     """
 
-    def __init__(self, guidance_scale: float, num_image_tokens: int, guidance_schedule: str = "constant"):
+    def __init__(
+        self,
+        guidance_scale: float,
+        num_image_tokens: int,
+        guidance_schedule: str = "constant",
+        cfg_interval: int = -1,
+    ):
         self.scales = guidance_scales(guidance_scale, num_image_tokens, guidance_schedule)
         self.guidance_scale = self.scales[0]
+        self.guided_tokens = guided_token_count(cfg_interval, num_image_tokens)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        step = min(input_ids.shape[1] - 1, len(self.scales) - 1)  # image tokens generated so far
-        self.guidance_scale = self.scales[step]
+        step = input_ids.shape[1] - 1  # the index of the image token drawn from these scores
+        if step >= self.guided_tokens:  # past cfg_interval: the conditional logits alone
+            if scores.shape[0] != 2 * input_ids.shape[0]:
+                raise ValueError(
+                    f"expected the scores of a doubled batch (conditional rows first), got {scores.shape[0]} rows "
+                    f"for {input_ids.shape[0]} sequences"
+                )
+            return scores[: input_ids.shape[0]]
+        self.guidance_scale = self.scales[min(step, len(self.scales) - 1)]
         return super().__call__(input_ids, scores)
+
+
+def _without_guidance(config):
+    """``config`` or a copy of it without ``guidance_scale`` and ``cfg_interval`` (handled by ``generate`` itself)."""
+    if getattr(config, "guidance_scale", None) is None and not hasattr(config, "cfg_interval"):
+        return config
+    config = copy.deepcopy(config)
+    config.guidance_scale = None
+    if hasattr(config, "cfg_interval"):
+        del config.cfg_interval
+    return config
 
 
 # --------------------------------------------------------------------------------------------------- models
@@ -469,6 +525,21 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
     @property
     def num_image_tokens(self) -> int:
         return self.config.num_image_tokens
+
+    def set_sampling_defaults(
+        self, guidance_scale: float | None = None, cfg_interval: int | None = None
+    ) -> None:
+        """Record the classifier-free guidance that ``sample``, ``generate`` and ``LlamaGenPipeline`` use when not
+        given one: ``generation_config.guidance_scale`` and ``generation_config.cfg_interval`` (saved in
+        ``generation_config.json`` by ``save_pretrained``). A training recipe records the scale its paper samples
+        with (FVQ: 1.75 for GPT-L, 1.65 for GPT-XL). None leaves a value as it is."""
+        config = self.generation_config
+        # saved as a file that transformers loads back with our fields, not one it rebuilds from the model config
+        config._from_model_config = False
+        if guidance_scale is not None:
+            config.guidance_scale = check_guidance_scale(guidance_scale)
+        if cfg_interval is not None:
+            config.cfg_interval = check_cfg_interval(cfg_interval)
 
     def check_class_labels(self, class_labels, allow_null: bool = True, batch_size: int | None = None):
         """Class labels as a LongTensor (B,), or a ValueError that says what is wrong."""
@@ -689,6 +760,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         class_labels=None,
         guidance_scale: float | None = None,
         guidance_schedule: str = "constant",
+        cfg_interval: int | None = None,
         **kwargs,
     ):
         r"""
@@ -700,7 +772,9 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         ``guidance_scale`` (default: the generation config's, else 1) runs classifier-free guidance as MusicGen does:
         the model sees a doubled batch (conditional rows first, then the null class) and
         ``ClassifierFreeGuidanceLogitsProcessor`` combines the halves (any finite scale; 0 = the unconditional model);
-        ``guidance_schedule`` ramps it as in ``sample``. ``max_new_tokens`` defaults to the rest of the grid;
+        ``guidance_schedule`` ramps it as in ``sample``; ``cfg_interval`` (default: the generation config's, else -1)
+        stops guidance after image token ``cfg_interval + 1`` as in ``sample`` (token indices count the prompt's image
+        tokens). ``max_new_tokens`` defaults to the rest of the grid;
         with ``do_sample=True`` and no ``top_k``, no top-k filter is applied (transformers would default to 50).
         Same tokens as ``sample`` for greedy decoding and for seeded sampling (``torch.manual_seed``).
         """
@@ -726,6 +800,10 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
             guidance_scale = getattr(config, "guidance_scale", None)
             guidance_scale = 1.0 if guidance_scale is None else guidance_scale
         guidance_scale = check_guidance_scale(guidance_scale)
+        if cfg_interval is None:
+            cfg_interval = getattr(config, "cfg_interval", None)
+            cfg_interval = -1 if cfg_interval is None else cfg_interval
+        cfg_interval = check_cfg_interval(cfg_interval)
         remaining = self.num_image_tokens - (inputs.shape[1] - 1)
         if kwargs.get("max_new_tokens") is None and kwargs.get("max_length") is None:
             if config.max_new_tokens is None or config.max_new_tokens > remaining:
@@ -743,16 +821,24 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         processors = LogitsProcessorList(logits_processor or [])
         if guidance_scale != 1.0 or guidance_schedule != "constant":
             processors.insert(
-                0, LlamaGenGuidanceLogitsProcessor(guidance_scale, self.num_image_tokens, guidance_schedule)
+                0,
+                LlamaGenGuidanceLogitsProcessor(
+                    guidance_scale, self.num_image_tokens, guidance_schedule, cfg_interval
+                ),
             )
             kwargs["classifier_free_guidance"] = True
-        if getattr(config, "guidance_scale", None) is not None:  # never also transformers' unbatched CFG
-            config = copy.deepcopy(config)
-            config.guidance_scale = None
-            generation_config = config
-        return super().generate(
-            inputs, generation_config=generation_config, logits_processor=processors, **kwargs
-        )
+        # the guidance is ours (above): transformers must not also run its unbatched CFG, neither from the given
+        # config nor from the model's own, which it merges in
+        if generation_config is not None:
+            generation_config = _without_guidance(generation_config)
+        own = self.generation_config
+        self.generation_config = _without_guidance(own)
+        try:
+            return super().generate(
+                inputs, generation_config=generation_config, logits_processor=processors, **kwargs
+            )
+        finally:
+            self.generation_config = own
 
     # ------------------------------------------------------------------ sampling with a static KV cache
     def allocate_kv_cache(
@@ -798,8 +884,9 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
     def sample(
         self,
         class_labels,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         guidance_schedule: str = "constant",
+        cfg_interval: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
@@ -814,14 +901,19 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         Classifier-free guidance runs for any ``guidance_scale`` other than 1: the batch is doubled (conditional rows
         first, then the null class), guided logits = uncond + (cond - uncond) * scale, and the sampled token is fed to
         both halves. So 0 samples the unconditional model, > 1 strengthens the class, < 0 pushes away from it;
-        NaN / inf are errors. ``guidance_schedule`` "linear"/"cosine" ramps the scale from 1 at the first token to
-        ``guidance_scale`` at the last. ``generator``: one ``torch.Generator``, or a list with one per label (each
+        NaN / inf are errors; None (the default) takes the model's ``generation_config.guidance_scale`` (a trained
+        recipe records its scale there), else 1. ``guidance_schedule`` "linear"/"cosine" ramps the scale from 1 at the
+        first token to ``guidance_scale`` at the last. ``cfg_interval`` is LlamaGen's ``--cfg-interval``: -1 guides
+        every token; k >= 0 guides image tokens 0 .. k + 1 (the first token and the decode steps i <= k, exactly as
+        LlamaGen's ``generate``) and draws the later ones from the conditional logits alone (the null half of the
+        batch is then dropped: half the compute); None takes ``generation_config.cfg_interval``, else -1.
+        ``generator``: one ``torch.Generator``, or a list with one per label (each
         row then depends on its own generator only); None uses the global RNG (as ``generate`` does).
         ``use_cache=False`` recomputes the whole prefix each step (the slow reference). ``compile=True`` compiles the
         decode step (static shapes). ``callback_on_step_end(step, {"tokens": (B, N), "logits": (B, V)})`` runs after
         token ``step`` is drawn (``tokens[:, :step + 1]`` are filled, ``logits`` are the guided logits it was drawn
         from); a returned ``{"tokens": ...}`` replaces the tokens (its ``tokens[:, step]`` is what is fed next) and a
-        returned ``{"guidance_scale": s}`` sets the scale of the next tokens (CFG must be on from the start).
+        returned ``{"guidance_scale": s}`` sets the scale of the next guided tokens (CFG must be on from the start).
         ``progress_bar=False`` hides the tqdm bar (``transformers.utils.logging.disable_progress_bar()`` too).
         """
         if temperature < 0:
@@ -836,8 +928,16 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
             raise ValueError(
                 f"got {len(generator)} generators for {batch} images: pass one torch.Generator, or one per image"
             )
+        if guidance_scale is None:
+            guidance_scale = getattr(self.generation_config, "guidance_scale", None)
+            guidance_scale = 1.0 if guidance_scale is None else guidance_scale
+        if cfg_interval is None:
+            cfg_interval = getattr(self.generation_config, "cfg_interval", None)
+            cfg_interval = -1 if cfg_interval is None else cfg_interval
         scales = guidance_scales(guidance_scale, num_tokens, guidance_schedule)
         cfg = guidance_scale != 1.0 or guidance_schedule != "constant"
+        guided_tokens = guided_token_count(cfg_interval, num_tokens) if cfg else 0
+        guiding = cfg  # CFG on for this token; off for good past cfg_interval
         if cfg:
             labels = torch.cat(
                 [labels, torch.full_like(labels, self.config.num_classes)]
@@ -861,7 +961,12 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         progress = logging.tqdm(total=num_tokens, desc="tokens", disable=not progress_bar, leave=False)
         try:
             for i in range(num_tokens):
-                if cfg:
+                if guiding and i == guided_tokens:  # past cfg_interval: the conditional half alone
+                    guiding = False
+                    labels, logits = labels[:batch], logits[:batch]
+                    if use_cache:  # views of the conditional rows: the cache keeps being written in place
+                        kv_cache = [(k[:batch], v[:batch]) for k, v in kv_cache]
+                if guiding:
                     cond, uncond = logits.chunk(2)
                     logits = uncond + (cond - uncond) * scales[i]
                 next_token = sample_from_logits(logits, temperature, top_k, top_p, generator)  # (B, 1)
@@ -883,12 +988,12 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
                 if i == num_tokens - 1:
                     break
                 if use_cache:
-                    fed = torch.cat([next_token, next_token]) if cfg else next_token
+                    fed = torch.cat([next_token, next_token]) if guiding else next_token
                     position = torch.full((1,), i + 1, dtype=torch.long, device=self.device)
                     logits = step(fed, position, kv_cache)
                 else:
                     prefix = tokens[:, : i + 1]
-                    logits = self(torch.cat([prefix, prefix]) if cfg else prefix, labels).logits[:, -1]
+                    logits = self(torch.cat([prefix, prefix]) if guiding else prefix, labels).logits[:, -1]
         finally:
             progress.close()
             self.train(was_training)

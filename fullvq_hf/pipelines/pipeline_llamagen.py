@@ -3,6 +3,9 @@
     pipe = LlamaGenPipeline(transformer=generator, vqvae=tokenizer)
     images = pipe(class_labels=[0, 1, 2], guidance_scale=4.0, generator=torch.Generator().manual_seed(0)).images
 
+Without ``guidance_scale`` / ``cfg_interval`` the call takes the generator's ``generation_config`` values (a trained
+recipe records its sampling scale there, e.g. 1.75 for FVQ's GPT-L), else 4.0 / -1.
+
 The pipeline only composes the two models: sampling lives in ``LlamaGenForConditionalGeneration.sample`` and
 decoding in the tokenizer's ``decode`` (token ids are looked up in its codebook, as diffusers' ``VQModel`` does with
 ``force_not_quantize=True``). ``save_pretrained`` writes ``model_index.json`` with one folder per component;
@@ -22,10 +25,15 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from ..models.hub_mixin import HubPushMixin
 from ..models.modeling_fvq import FVQModel
-from ..models.modeling_llamagen import LlamaGenForConditionalGeneration, check_guidance_scale
+from ..models.modeling_llamagen import (
+    LlamaGenForConditionalGeneration,
+    check_cfg_interval,
+    check_guidance_scale,
+)
 from ..models.modeling_vqgan_lc import VQGANLCModel
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+DEFAULT_GUIDANCE_SCALE = 4.0  # LlamaGen's demo scale, for generators whose generation_config records none
 
 
 class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
@@ -98,12 +106,14 @@ class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
         num_images_per_label: int,
         guidance_scale: float,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        cfg_interval: int = -1,
     ) -> None:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
         if num_images_per_label < 1:
             raise ValueError(f"num_images_per_label must be >= 1, got {num_images_per_label}")
         check_guidance_scale(guidance_scale)
+        check_cfg_interval(cfg_interval)
         unknown = [
             k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs
         ]
@@ -131,8 +141,9 @@ class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
     def __call__(
         self,
         class_labels: int | list[int] | torch.Tensor,
-        guidance_scale: float = 4.0,
+        guidance_scale: float | None = None,
         guidance_schedule: str = "constant",
+        cfg_interval: int | None = None,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float = 1.0,
@@ -152,11 +163,16 @@ class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
 
         Args:
             class_labels (`int`, `list[int]` or `torch.Tensor`): Classes in `[0, transformer.config.num_classes)`.
-            guidance_scale (`float`, defaults to 4.0): Classifier-free guidance scale: guided logits = uncond +
+            guidance_scale (`float`, *optional*): Classifier-free guidance scale: guided logits = uncond +
                 (cond - uncond) * scale. `1.0` samples the conditional model alone (no doubled batch), `0.0` the
                 unconditional model, > 1 strengthens the class, < 0 pushes away from it; NaN / inf are errors.
+                Defaults to the transformer's `generation_config.guidance_scale` (what its training recipe samples
+                with, e.g. 1.75 for FVQ's GPT-L, 1.65 for GPT-XL), else 4.0.
             guidance_schedule (`str`, defaults to `"constant"`): `"constant"`, or `"linear"` / `"cosine"` ramps from
                 1 at the first token to `guidance_scale` at the last.
+            cfg_interval (`int`, *optional*): LlamaGen's `--cfg-interval`. `-1` guides every token; `k >= 0` guides
+                image tokens 0 .. k + 1 (raster order) and draws the later ones from the conditional logits alone.
+                Defaults to the transformer's `generation_config.cfg_interval`, else -1.
             temperature (`float`, defaults to 1.0): Softmax temperature; 0 is greedy.
             top_k (`int`, *optional*): Keep only the k most likely tokens (LlamaGen's demo: 2000 for 16,384 codes).
             top_p (`float`, defaults to 1.0): Nucleus sampling mass.
@@ -185,8 +201,19 @@ class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         if callback_on_step_end_tensor_inputs is None:
             callback_on_step_end_tensor_inputs = ["latents"]
+        defaults = getattr(self.transformer, "generation_config", None)
+        if guidance_scale is None:
+            guidance_scale = getattr(defaults, "guidance_scale", None)
+            guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+        if cfg_interval is None:
+            cfg_interval = getattr(defaults, "cfg_interval", None)
+            cfg_interval = -1 if cfg_interval is None else cfg_interval
         self.check_inputs(
-            output_type, num_images_per_label, guidance_scale, callback_on_step_end_tensor_inputs
+            output_type,
+            num_images_per_label,
+            guidance_scale,
+            callback_on_step_end_tensor_inputs,
+            cfg_interval,
         )
         labels = self.transformer.check_class_labels(class_labels, allow_null=False)
         labels = labels.repeat_interleave(num_images_per_label)
@@ -216,6 +243,7 @@ class LlamaGenPipeline(HubPushMixin, DiffusionPipeline):
                 labels,
                 guidance_scale=guidance_scale,
                 guidance_schedule=guidance_schedule,
+                cfg_interval=cfg_interval,
                 temperature=temperature,
                 top_k=top_k,
                 top_p=top_p,

@@ -31,8 +31,9 @@ from accelerate import Accelerator
 
 from ..data import StepBatchSampler
 from ..models import LlamaGenConfig, LlamaGenForConditionalGeneration
+from ..models.modeling_llamagen import check_cfg_interval, check_guidance_scale
 from .codes import load_codes
-from .config import make_config, option, run_cli
+from .config import explicit_options, make_config, option, run_cli
 from .config import parse_args as _parse_args
 from .loop import Part, Run, Task, atomic_dir, save_image_grid
 from .loop import train as run_training
@@ -67,6 +68,9 @@ class LlamaGenTrainingConfig:
     # optimisation
     batch_size: int = option(32, "sequences per process and micro-batch")
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    global_batch_size: int | None = option(
+        None, "the global batch the recipe needs: an error unless batch x processes x accumulation equals it"
+    )
     max_steps: int = option(1000, "optimizer steps")
     learning_rate: float = option(1e-4, "lr for a global batch of 256 (scaled linearly when scale_lr)")
     scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 256")
@@ -98,7 +102,12 @@ class LlamaGenTrainingConfig:
     tokenizer: str | None = option(None, "from_pretrained source of the tokenizer that made the codes (PNG grids)")
     sample_classes: int = option(10, "grid rows: this many classes spread over [0, num_classes)")
     samples_per_class: int = option(8, "grid columns")
-    sample_guidance_scale: float = option(2.0, "classifier-free guidance scale of the samples")
+    sample_guidance_scale: float = option(
+        2.0, "classifier-free guidance scale of the samples; recorded as the exported model's default"
+    )
+    sample_cfg_interval: int = option(
+        -1, "LlamaGen's cfg_interval: -1 guides every token, k >= 0 tokens 0..k+1; the export's default too"
+    )
     sample_temperature: float = option(1.0, "sampling temperature")
     sample_top_k: int | None = option(None, "top-k sampling; none disables it")
     sample_top_p: float = option(1.0, "top-p sampling")
@@ -116,9 +125,35 @@ _C2I = dict(vocab_size=16384, grid_size=16, num_classes=1000, batch_size=32, lea
             max_steps=300 * (IMAGENET_TRAIN_IMAGES // LLAMAGEN_REFERENCE_BATCH), checkpoint_every=5000,
             sample_every=5000, log_every=100, sample_guidance_scale=4.0, sample_top_k=2000)  # fmt: skip
 
+# FVQ's generator recipe: yfChang-cv/FVQ scripts/generation/train_c2i_L_lr.sh and train_c2i_XL_lr.sh, both running
+# autoregressive/train/train_c2i_lr.py (LlamaGen's train_c2i.py with FVQ's schedule), on the codes of a 16k FVQ
+# tokenizer (ImageNet 256, ten-crop + flip). From train_c2i_lr.py: lr 1e-4 x (global batch // 256) (:136, :334; the
+# scale_lr here gives the same for multiples of 256); AdamW betas (0.9, 0.95) (:336-337), weight decay 0.05 on the
+# >= 2-D parameters (:35-41, :335); no warm-up ("warmup_steps = 0 * len(loader)", :159); learning annealing: factor 1
+# while step / (total - 1) < 0.05, then linear to 0.01 at the last step (:158-172: hold 5%, end 0.01); grad clip 1.0
+# (:338); bf16 (:345); residual/FFN dropout 0.1 (:324), token dropout 0.1 (:325); label dropout 0.1 (gpt.py:43); no
+# EMA (the scripts pass no --ema). An epoch is 1,281,167 code rows (dataset/imagenet.py:26: one row per image, a
+# random view drawn per read) with drop_last (:155): 1,281,167 // global batch steps. The steps are fixed here, not
+# given as epochs: our ten-crop codes hold every view as a row of its own (10 per image), so an epoch over them would
+# be 10 official epochs. Sampling (autoregressive/sample/sample_c2i_ddp_qbridge.py:185-193): cfg_interval -1, top-k 0
+# (off), top-p 1, temperature 1; the CFG scales are FVQ's README (README.md:77-80) and paper: 1.75 for GPT-L, 1.65 for
+# GPT-XL. They are recorded in the exported generator's generation_config (its sample/generate/pipeline default).
+_FVQ_C2I = {**_C2I, "lr_scheduler": "annealing", "warmup_steps": 0, "hold_fraction": 0.05, "adam_beta1": 0.9,
+            "adam_beta2": 0.95, "weight_decay": 0.05, "max_grad_norm": 1.0, "class_dropout_prob": 0.1,
+            "token_dropout_prob": 0.1, "resid_dropout_prob": 0.1, "ffn_dropout_prob": 0.1, "ema_decay": 0.0,
+            "sample_top_k": None, "sample_top_p": 1.0, "sample_temperature": 1.0, "sample_cfg_interval": -1}  # fmt: skip
+
 PRESETS: dict[str, dict[str, Any]] = {
     "c2i-gpt-b": {**_C2I, "model": "GPT-B"},
     "c2i-gpt-l": {**_C2I, "model": "GPT-L"},
+    # train_c2i_L_lr.sh: GPT-L, --global-batch-size 2048 on 2 nodes x 8 GPUs (128 per process), --epochs 300:
+    # 300 x (1,281,167 // 2048 = 625) = 187,500 steps at lr 8e-4; CFG 1.75
+    "fvq-c2i-gpt-l": {**_FVQ_C2I, "model": "GPT-L", "batch_size": 128, "global_batch_size": 2048,
+                      "max_steps": 300 * (IMAGENET_TRAIN_IMAGES // 2048), "sample_guidance_scale": 1.75},
+    # train_c2i_XL_lr.sh: GPT-XL, --global-batch-size 1024 on 2 nodes x 8 GPUs (64 per process), --epochs 350:
+    # 350 x (1,281,167 // 1024 = 1251) = 437,850 steps at lr 4e-4; CFG 1.65
+    "fvq-c2i-gpt-xl": {**_FVQ_C2I, "model": "GPT-XL", "batch_size": 64, "global_batch_size": 1024,
+                       "max_steps": 350 * (IMAGENET_TRAIN_IMAGES // 1024), "sample_guidance_scale": 1.65},
     # Fashion-MNIST demo: 8 x 8 tokens of a 16,384-code tokenizer (cpu-fmnist-fvq), 10 classes. 5.2M parameters
     # (half of them the 16,384-way output head, which dominates the cost): ~1 step/s on 2 quiet CPU cores.
     # A short run underfits, so no dropout but the label dropout CFG needs, and a high constant lr: on the demo's
@@ -178,6 +213,7 @@ def build_model(cfg: LlamaGenTrainingConfig, facts: dict) -> LlamaGenForConditio
                    resid_dropout_prob=cfg.resid_dropout_prob, ffn_dropout_prob=cfg.ffn_dropout_prob)  # fmt: skip
     if cfg.init_from:
         model = LlamaGenForConditionalGeneration.from_pretrained(cfg.init_from, **dropout)
+        check_init_options(cfg, model.config, cfg.init_from)
     else:
         grid = [cfg.grid_size] * 2 if cfg.grid_size else facts["grid"]
         if grid is None:
@@ -209,6 +245,74 @@ def build_model(cfg: LlamaGenTrainingConfig, facts: dict) -> LlamaGenForConditio
     return model
 
 
+# the options that set the generator's architecture (the dropouts are honoured with --init-from: they are passed on)
+MODEL_OPTIONS = ("model", "vocab_size", "grid_size", "num_classes", "hidden_size", "num_hidden_layers",
+                 "num_attention_heads", "intermediate_size")  # fmt: skip
+_PRESET_FIELDS = ("num_hidden_layers", "num_attention_heads", "hidden_size")  # LLAMAGEN_PRESETS' tuple order
+
+
+def model_options(config: LlamaGenConfig) -> dict[str, Any]:
+    """The trainer's ``MODEL_OPTIONS`` that describe a generator config: what a run with it actually trains.
+    ``model`` is the ``LLAMAGEN_PRESETS`` name of its shape (None where no preset has it); ``grid_size`` the side
+    of a square grid (None for another grid)."""
+    from ..models.configuration_llamagen import LLAMAGEN_PRESETS
+
+    shape = tuple(getattr(config, name) for name in _PRESET_FIELDS)
+    height, width = config.grid_size
+    return {
+        "model": next((name for name, preset in LLAMAGEN_PRESETS.items() if tuple(preset) == shape), None),
+        "vocab_size": config.vocab_size,
+        "grid_size": height if height == width else None,
+        "num_classes": config.num_classes,
+        **{name: getattr(config, name) for name in (*_PRESET_FIELDS, "intermediate_size")},
+    }
+
+
+def check_init_options(cfg: LlamaGenTrainingConfig, config: LlamaGenConfig, source: str) -> None:
+    """ValueError naming every model option the user set (``explicit_options``: command line, config file; not a
+    preset's values) to a value the ``--init-from`` generator (``config``, from ``source``) does not have: the run
+    would silently train that generator's architecture while recording the option."""
+    from ..models.configuration_llamagen import LLAMAGEN_PRESETS
+
+    given, have = explicit_options(cfg), model_options(config)
+    conflicts = []
+    for name in MODEL_OPTIONS:
+        value = getattr(cfg, name)
+        if name not in given or value is None:  # None: "the codes' / the model's own"
+            continue
+        if name == "model":
+            key = value if value in LLAMAGEN_PRESETS else f"GPT-{value}"
+            preset = dict(zip(_PRESET_FIELDS, LLAMAGEN_PRESETS.get(key, (None,) * 3)))
+            # fields given explicitly next to --model replace the preset's (and are checked on their own)
+            ok = all(preset[k] == getattr(config, k) for k in _PRESET_FIELDS if k not in given)
+            shown = have["model"] or ", ".join(f"{k}={getattr(config, k)}" for k in _PRESET_FIELDS)
+        elif name == "grid_size":
+            ok = list(config.grid_size) == [value, value]
+            shown = "x".join(str(g) for g in config.grid_size)
+        else:
+            ok = getattr(config, name) == value
+            shown = getattr(config, name)
+        if not ok:
+            conflicts.append(f"--{name.replace('_', '-')} {value} ({source} has {shown})")
+    if conflicts:
+        raise ValueError(
+            f"--init-from {source} keeps that generator's architecture, so these options cannot be honoured: "
+            f"{'; '.join(conflicts)}. Leave them out (or give the values it has); to train another architecture, "
+            "start from scratch (without --init-from)."
+        )
+
+
+def record_trained_architecture(cfg: LlamaGenTrainingConfig, config: LlamaGenConfig) -> None:
+    """Set ``cfg``'s model options to what the ``--init-from`` generator is, so ``training_config.json`` (and
+    the card) record the architecture actually trained, never a preset value that was not used."""
+    for name, value in model_options(config).items():
+        if name == "model":
+            if value is not None:
+                cfg.model = value
+        else:
+            setattr(cfg, name, value)
+
+
 def check_codes_fit(config: LlamaGenConfig, facts: dict, source: str | None = None) -> None:
     """The generator must cover the codes' vocabulary, grid and classes."""
     where = f"The codes dataset {source}" if source else "The codes dataset"
@@ -229,6 +333,28 @@ def check_codes_fit(config: LlamaGenConfig, facts: dict, source: str | None = No
             f"{where} has labels in [{low}, {high}] but the generator has num_classes={config.num_classes}; "
             "leave --num-classes unset (it follows the codes) or make it larger than the largest label."
         )
+
+
+def check_global_batch(cfg: LlamaGenTrainingConfig, num_processes: int) -> None:
+    """With ``global_batch_size`` set (a recipe's), batch x processes x accumulation must equal it: the lr, the
+    schedule's length in samples and the recipe's results all assume it. A ValueError saying how to get there."""
+    want = cfg.global_batch_size
+    if want is None:
+        return
+    have = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
+    if have == want:
+        return
+    ways = []
+    if want % (cfg.batch_size * num_processes) == 0:
+        ways.append(f"--gradient-accumulation-steps {want // (cfg.batch_size * num_processes)}")
+    if want % (num_processes * cfg.gradient_accumulation_steps) == 0:
+        ways.append(f"--batch-size {want // (num_processes * cfg.gradient_accumulation_steps)}")
+    how = " or ".join(ways) or "a batch size and accumulation whose product with the processes is it"
+    raise ValueError(
+        f"This recipe trains with a global batch of {want}, but --batch-size {cfg.batch_size} x {num_processes} "
+        f"process(es) x --gradient-accumulation-steps {cfg.gradient_accumulation_steps} = {have}: pass {how}; or "
+        "--global-batch-size none to train with this batch (the lr scales with it, the steps stay the same)."
+    )
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -294,8 +420,9 @@ def save_samples(model, cfg: LlamaGenTrainingConfig, out_dir: Path, step: int, t
     classes = sample_classes(model.config.num_classes, cfg.sample_classes)
     labels = torch.tensor(classes, device=model.device).repeat_interleave(cfg.samples_per_class)
     generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
-    tokens = model.sample(labels, guidance_scale=cfg.sample_guidance_scale, temperature=cfg.sample_temperature,
-                          top_k=cfg.sample_top_k or None, top_p=cfg.sample_top_p, generator=generator)  # fmt: skip
+    tokens = model.sample(labels, guidance_scale=cfg.sample_guidance_scale, cfg_interval=cfg.sample_cfg_interval,
+                          temperature=cfg.sample_temperature, top_k=cfg.sample_top_k or None, top_p=cfg.sample_top_p,
+                          generator=generator)  # fmt: skip
     out_dir.mkdir(parents=True, exist_ok=True)
     grid = tokens.view(len(classes), cfg.samples_per_class, *tokens.shape[1:]).cpu().numpy()
     np.save(out_dir / f"tokens-{step:08d}.npy", grid)
@@ -341,13 +468,18 @@ class LlamaGenTask(Task):
             raise ValueError(
                 "--codes is required: a codes dataset made by `fullvq extract-codes` (folder or Hub id)."
             )
+        check_cfg_interval(cfg.sample_cfg_interval)
+        check_guidance_scale(cfg.sample_guidance_scale)
         self.cfg = cfg
 
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
         cfg = self.cfg
+        check_global_batch(cfg, accelerator.num_processes)
         self.codes, metadata = load_codes(cfg.codes, cfg.codes_split)
         self.facts = _codes_facts(self.codes, metadata)
         model = build_model(cfg, self.facts)
+        if cfg.init_from:
+            record_trained_architecture(cfg, model.config)
         self.tokenizer = None
         if cfg.tokenizer and cfg.sample_every and accelerator.is_main_process:
             self.tokenizer = _load_sample_tokenizer(cfg, self.facts, model.config, accelerator.device)
@@ -392,6 +524,8 @@ class LlamaGenTask(Task):
                 save_samples(run.bare(), cfg, run.out_dir / "samples", step, self.tokenizer)
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
+        # the guidance the run sampled with (a recipe's: FVQ's 1.75 / 1.65) is the exported model's default
+        model.set_sampling_defaults(self.cfg.sample_guidance_scale, self.cfg.sample_cfg_interval)
         with atomic_dir(run.out_dir / "model") as folder:
             model.save_pretrained(folder)
 
@@ -422,6 +556,8 @@ __all__ = [
     "LlamaGenTrainingConfig",
     "build_model",
     "check_codes_fit",
+    "check_global_batch",
+    "check_init_options",
     "main",
     "make_llamagen_config",
     "param_groups",
