@@ -14,10 +14,10 @@ from fullvq_hf.training.llamagen_trainer import (
     PRESETS,
     LlamaGenTrainingConfig,
     build_model,
-    check_global_batch,
     main,
     make_llamagen_config,
 )
+from fullvq_hf.training.loop import check_global_batch
 from fullvq_hf.training.schedules import scale_lr
 
 HAS_HOLD_FRACTION = "hold_fraction" in {f.name for f in dataclasses.fields(LlamaGenTrainingConfig)}

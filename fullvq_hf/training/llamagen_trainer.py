@@ -77,7 +77,11 @@ class LlamaGenTrainingConfig:
     lr_scheduler: str = option("constant", "'constant', 'cosine', 'linear', 'annealing' or 'annealing-cosine'")
     warmup_steps: int = option(0, "linear warm-up steps")
     # shared with the tokenizer trainer, resolved in loop.train (see fullvq_hf.training.config's *_HELP)
-    num_epochs: float | None = option(None, "train this many epochs of the codes instead of max_steps")
+    num_epochs: float | None = option(
+        None,
+        "train this many epochs of the codes instead of max_steps; an epoch is one pass over the codes dataset's "
+        "ROWS (one per image view: a ten-crop codes dataset holds 10 rows per image)",
+    )
     warmup_epochs: float | None = option(None, "warm-up in epochs instead of warmup_steps")
     hold_fraction: float | None = option(None, "annealing schedules: lr held at 1 up to this progress; none = 0.3")
     warmup_start_factor: float | None = option(None, "lr factor at the first warm-up step; none = 0.005")
@@ -335,28 +339,6 @@ def check_codes_fit(config: LlamaGenConfig, facts: dict, source: str | None = No
         )
 
 
-def check_global_batch(cfg: LlamaGenTrainingConfig, num_processes: int) -> None:
-    """With ``global_batch_size`` set (a recipe's), batch x processes x accumulation must equal it: the lr, the
-    schedule's length in samples and the recipe's results all assume it. A ValueError saying how to get there."""
-    want = cfg.global_batch_size
-    if want is None:
-        return
-    have = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
-    if have == want:
-        return
-    ways = []
-    if want % (cfg.batch_size * num_processes) == 0:
-        ways.append(f"--gradient-accumulation-steps {want // (cfg.batch_size * num_processes)}")
-    if want % (num_processes * cfg.gradient_accumulation_steps) == 0:
-        ways.append(f"--batch-size {want // (num_processes * cfg.gradient_accumulation_steps)}")
-    how = " or ".join(ways) or "a batch size and accumulation whose product with the processes is it"
-    raise ValueError(
-        f"This recipe trains with a global batch of {want}, but --batch-size {cfg.batch_size} x {num_processes} "
-        f"process(es) x --gradient-accumulation-steps {cfg.gradient_accumulation_steps} = {have}: pass {how}; or "
-        "--global-batch-size none to train with this batch (the lr scales with it, the steps stay the same)."
-    )
-
-
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """LlamaGen's AdamW groups: weight decay on every >= 2-D parameter (linear weights, embedding tables), none
     on 1-D ones (RMSNorm weights, any bias). Each group also names its parameters (``names``)."""
@@ -474,7 +456,6 @@ class LlamaGenTask(Task):
 
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
         cfg = self.cfg
-        check_global_batch(cfg, accelerator.num_processes)
         self.codes, metadata = load_codes(cfg.codes, cfg.codes_split)
         self.facts = _codes_facts(self.codes, metadata)
         model = build_model(cfg, self.facts)
@@ -493,6 +474,9 @@ class LlamaGenTask(Task):
             f"{lr:.3g}"
         )
         return [Part("model", model, optimizer)]
+
+    def num_train_examples(self) -> int:
+        return len(self.codes)  # rows (views), see num_epochs
 
     def build_dataloader(self, run: Run, start_step: int):
         self.t_last, self.samples_last = time.time(), run.state.samples_seen
@@ -556,7 +540,6 @@ __all__ = [
     "LlamaGenTrainingConfig",
     "build_model",
     "check_codes_fit",
-    "check_global_batch",
     "check_init_options",
     "main",
     "make_llamagen_config",
