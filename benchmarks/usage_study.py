@@ -23,23 +23,31 @@ on the training images, one 64-d vector per spatial position; exact duplicates (
 most max(2K, 100k) vectors are kept (seeded), and ``lc_codebook.kmeans`` runs a few Lloyd iterations (fewer for
 large K, see ``kmeans_iters``). The codebook is cached as safetensors under ``--cache-dir`` and reused.
 
-    python benchmarks/usage_study.py                 # the full study (default: 150 steps, batch 32, 2000 test images)
+    python benchmarks/usage_study.py --jobs 2 --seeds 0 1 2 --frechet   # the study as published (see usage_study.md)
     python benchmarks/usage_study.py --quick         # CI-size smoke: K 1024/4096, 20 steps of batch 8, 300 test images
-    python benchmarks/usage_study.py --ks 4096 16384 --methods vq fvq --schedules annealing
+    python benchmarks/usage_study.py --ks 16384 --methods vq fvq --schedules constant --steps 800
+
+Every run also counts usage on the whole train split (encoder + exact search; ``--train-usage K ...`` limits it
+to some sizes) and keeps its training-time usage curve (the trainer's ``log_history.jsonl``, 40 points a run).
+``--seeds`` repeats the ``--seeds-for`` methods (default FVQ) to report their spread; ``--jobs N`` runs N runs at
+a time, each in a fresh spawned process with ``--threads`` threads.
 
 Writes the markdown table to ``--output`` (default benchmarks/usage_study.md; with --quick
-outputs/usage_study/quick/usage_study.md), the results as JSON and a plot (usage vs K) beside it, and every run
-to ``<run-dir>/<method>-K<K>-<schedule>/`` (the trainer's own output: model, results.json, train.log).
-The files are rewritten after every run, so an interrupted study keeps the rows it finished.
+outputs/usage_study/quick/usage_study.md), the results as JSON (rows with their curves) and a plot (usage curves
+per K, final test / train-split usage) beside it, and every run to ``<run-dir>/<method>-K<K>-<schedule>-seed<S>/``
+(the trainer's own output: model, results.json, log_history.jsonl, train.log). The files are rewritten after
+every run, so an interrupted study keeps the rows it finished.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import datetime
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import shlex
@@ -85,7 +93,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=SCHEDULES)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every run not listed in --seeds-for")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds of the headline rows (--seeds-for); the table reports their mean and spread (default: --seed only)",
+    )
+    p.add_argument(
+        "--seeds-for",
+        nargs="+",
+        default=["fvq"],
+        metavar="METHOD[:K]",
+        help="methods (or method:K) whose runs are repeated over --seeds (default: fvq)",
+    )
+    p.add_argument(
+        "--steps-for",
+        nargs="+",
+        default=[],
+        metavar="K=STEPS",
+        help="a step budget per codebook size, e.g. 262144=800 (others: --steps)",
+    )
+    p.add_argument(
+        "--train-usage",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="K",
+        help="codebook sizes whose runs also count usage on the whole train split (default: all)",
+    )
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="METHOD:K:SCHEDULE[:STEPS]",
+        help="run exactly these configurations (repeatable, e.g. fvq:262144:annealing:300) instead of the cross "
+        "product of --methods x --ks x --schedules; STEPS overrides --steps / --steps-for for that run",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
+    p.add_argument(
+        "--lr-scheduler-warmup", type=int, default=0, help="warm-up steps of every run (default 0)"
+    )
+    p.add_argument(
+        "--frechet", action="store_true", help="also the Frechet distance (shipped classifier's features)"
+    )
     p.add_argument(
         "--quick",
         action="store_true",
@@ -126,6 +178,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.batch_size = args.batch_size or QUICK["batch_size"]
         args.eval_max_images = args.eval_max_images or QUICK["eval_max_images"]
         args.kmeans_max_vectors = args.kmeans_max_vectors or QUICK["kmeans_max_vectors"]
+        args.train_usage = [] if args.train_usage is None else args.train_usage
         args.output = args.output or str(REPO / "outputs/usage_study/quick/usage_study.md")
         args.run_dir = args.run_dir or str(REPO / "outputs/usage_study/quick")
     # defaults live in the repository whatever the working directory; paths given are taken as given
@@ -133,11 +186,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.steps = args.steps or 150
     args.batch_size = args.batch_size or 32
     args.eval_max_images = args.eval_max_images or 2000
+    args.seeds = args.seeds or [args.seed]
+    runs = []
+    for item in args.run:
+        try:
+            method, k, schedule, *steps = item.split(":")
+            runs.append((method, int(k), schedule, int(steps[0]) if steps else None))
+            if len(steps) > 1:
+                raise ValueError
+        except ValueError:
+            p.error(f"--run {item!r}: expected METHOD:K:SCHEDULE[:STEPS], e.g. fvq:16384:annealing:400")
+        if method not in METHODS or schedule not in SCHEDULES:
+            p.error(f"--run {item!r}: method must be one of {METHODS} and schedule one of {SCHEDULES}")
+    args.run = runs
+    if runs:
+        args.ks = sorted({k for _, k, _, _ in runs})
+    try:
+        args.steps_for = {int(k): int(v) for k, v in (item.split("=") for item in args.steps_for)}
+    except ValueError:
+        p.error("--steps-for takes K=STEPS pairs, e.g. 262144=800")
     args.output = args.output or str(REPO / "benchmarks/usage_study.md")
     args.run_dir = args.run_dir or str(REPO / "outputs/usage_study")
     args.cache_dir = args.cache_dir or str(REPO / "outputs/usage_study/cache")
-    if args.steps < 2 or args.batch_size < 1 or args.eval_max_images < 1 or args.threads < 1:
-        p.error("--steps must be >= 2 and --batch-size, --eval-max-images, --threads positive.")
+    if args.steps < 2 or args.batch_size < 1 or args.eval_max_images < 1 or args.threads < 1 or args.jobs < 1:
+        p.error("--steps must be >= 2 and --batch-size, --eval-max-images, --threads, --jobs positive.")
     return args
 
 
@@ -279,24 +351,33 @@ def patch_dataset_cache() -> None:
     tokenizer_trainer.load_image_dataset = cached
 
 
+def steps_for(k: int, args: argparse.Namespace) -> int:
+    return args.steps_for.get(k, args.steps)
+
+
 def run_options(
-    method: str, k: int, schedule: str, args: argparse.Namespace, out_dir: Path, lc_path: Path | None
+    method: str, k: int, schedule: str, steps: int, seed: int, args: argparse.Namespace, out_dir: Path,
+    lc_path: Path | None,
 ) -> dict:
     opts = {
         "preset": PRESET,
         "codebook_size": k,
         "codebook_dim": CODEBOOK_DIM,
         "lr_scheduler": schedule,
-        "max_steps": args.steps,
+        "warmup_steps": args.lr_scheduler_warmup,
+        "max_steps": steps,
         "batch_size": args.batch_size,
-        "seed": args.seed,
+        "seed": seed,
         "eval_max_images": args.eval_max_images,
         "checkpoint_every": 0,
         "image_every": 0,
+        "log_every": max(1, steps // 40),
         "report_to": "none",
         "output_dir": str(out_dir),
         "overwrite_output_dir": True,  # a re-run of the study replaces its own earlier run
     }
+    if args.frechet:
+        opts["feature_extractor"] = "fashion-mnist-classifier"
     if method == "vq":
         opts.update(quantizer_type="vq", bridge=None)
     elif method == "simvq":
@@ -311,45 +392,66 @@ def run_options(
     return opts
 
 
-def run_one(method: str, k: int, schedule: str, args: argparse.Namespace, lc_info: dict) -> dict:
+@torch.no_grad()
+def split_usage(model_dir: Path, split: str, batch: int = 1000) -> dict:
+    """Exact usage of an exported tokenizer on a whole Fashion-MNIST split (encoder + search only)."""
+    from fullvq_hf.data import load_fashion_mnist, to_pixels
+    from fullvq_hf.metrics import CodebookUsage
+    from fullvq_hf.models.loading import load_tokenizer
+
+    model = load_tokenizer(model_dir).eval()
+    images, _ = load_fashion_mnist(split)
+    meter = CodebookUsage(model.codebook_size)
+    for start in range(0, len(images), batch):
+        meter.update(model.tokenize(to_pixels(images[start : start + batch])))
+    stats = meter.compute()
+    return {"usage": stats["usage"], "used_codes": stats["used_codes"], "num_tokens": stats["num_tokens"],
+            "perplexity": stats["perplexity"]}  # fmt: skip
+
+
+def read_curve(out_dir: Path) -> list[list[float]]:
+    """[step, training-time usage] from the run's log_history.jsonl (usage of the codes hit by the batches of
+    each log window)."""
+    path = out_dir / "log_history.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [[r["step"], r["usage"]] for r in rows if "usage" in r]
+
+
+def run_one(
+    method: str, k: int, schedule: str, steps: int, seed: int, args: argparse.Namespace, lc_path: Path | None
+) -> dict:
     from fullvq_hf.training.config import make_config
     from fullvq_hf.training.tokenizer_trainer import train
 
-    name = f"{method}-K{k}-{schedule}"
+    torch.set_num_threads(args.threads)
+    patch_dataset_cache()
+    name = f"{method}-K{k}-{schedule}-{steps}steps-seed{seed}"
     out_dir = Path(args.run_dir) / name
     row = {"run": name, "method": method, "label": METHOD_LABELS[method], "codebook_size": k, "schedule": schedule,
-           "bridge": bridge_for(k) if method == "fvq" else None, "status": "ok"}  # fmt: skip
+           "seed": seed, "steps": steps, "bridge": bridge_for(k) if method == "fvq" else None,
+           "status": "ok"}  # fmt: skip
     t0 = time.perf_counter()
     try:
-        lc_path = None
-        if method == "lc":
-            if k not in lc_info:
-                lc_info[k] = lc_codebook(k, args)
-            lc_path = lc_info[k][0]
-        setup_s = time.perf_counter() - t0
-        cfg = make_config(run_options(method, k, schedule, args, out_dir, lc_path))
-        torch.manual_seed(args.seed)
+        cfg = make_config(run_options(method, k, schedule, steps, seed, args, out_dir, lc_path))
+        torch.manual_seed(seed)
         out_dir.mkdir(parents=True, exist_ok=True)
-        t1 = time.perf_counter()
         with (
             open(out_dir / "train.log", "w") as log,
             contextlib.redirect_stdout(log),
             contextlib.redirect_stderr(log),
         ):
             results = train(cfg)  # the trainer's prints, warnings and tqdm bars go to <run>/train.log
-        row.update(run_seconds=time.perf_counter() - t1, setup_seconds=setup_s)
-        for key in (
-            "usage",
-            "used_codes",
-            "perplexity",
-            "dead_codes",
-            "psnr",
-            "ssim",
-            "num_images",
-            "num_tokens",
-            "step",
-        ):
+        row["run_seconds"] = time.perf_counter() - t0
+        for key in ("usage", "used_codes", "perplexity", "dead_codes", "psnr", "ssim", "frechet_distance",
+                    "num_images", "num_tokens", "step", "train_time_s"):  # fmt: skip
             row[key] = results.get(key)
+        if args.train_usage is None or k in args.train_usage:
+            t1 = time.perf_counter()
+            row["train_split"] = split_usage(out_dir / "model", "train")
+            row["train_split"]["seconds"] = time.perf_counter() - t1
+        row["curve"] = read_curve(out_dir)
     except Exception as e:  # a failed run is a row, not a crash
         row.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
         traceback.print_exc()
@@ -379,18 +481,42 @@ def fmt_f(v, digits=1) -> str:
     return "-" if v is None else f"{v:,.{digits}f}"
 
 
+def groups(rows: list[dict]) -> dict[tuple[str, str, int, int], list[dict]]:
+    """Finished runs by (method, schedule, steps, K): the seeds of one configuration together."""
+    out: dict[tuple[str, str, int, int], list[dict]] = {}
+    for r in rows:
+        if r["status"] == "ok":
+            out.setdefault((r["method"], r["schedule"], r["steps"], r["codebook_size"]), []).append(r)
+    return out
+
+
+def spread(values: list[float | None], pct: bool = True, digits: int = 2) -> str:
+    """``mean`` for one value, ``mean (min-max)`` for several; percentages when ``pct``."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "-"
+    f = (lambda v: f"{100 * v:.{digits}f}%") if pct else (lambda v: f"{v:.{digits}f}")
+    mean = sum(vals) / len(vals)
+    return f(mean) if len(vals) == 1 else f"{f(mean)} ({f(min(vals))}-{f(max(vals))})"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     a = meta["args"]
+    steps = ", ".join(f"K={k:,}: {v}" for k, v in sorted(a["steps_for"].items()))
     lines = [
         "# Codebook usage study on Fashion-MNIST (FVQ / VQGAN-LC central table in miniature)",
         "",
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['date']}",
         f"- Machine: {meta['machine']}",
-        f"- Budget per run: {a['steps']} training steps x batch {a['batch_size']} "
-        f"({a['steps'] * a['batch_size']:,} training images), seed {a['seed']}; evaluated on the first "
-        f"{a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * 64:,} tokens).",
-        f"- Total wall time: {meta['total_seconds'] / 60:.1f} min for {len(rows)} run(s)"
+        f"- Budget per run: {a['steps']} training steps" + (f" ({steps})" if steps else "")
+        + f" x batch {a['batch_size']}, warm-up {a['lr_scheduler_warmup']} steps; seeds {a['seeds']} for "
+        f"{', '.join(a['seeds_for'])}, seed {a['seed']} otherwise; test usage on the "
+        f"first {a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * 64:,} tokens)"
+        + ("" if a["train_usage"] == [] else ", train-split usage on all 60,000 training images (3,840,000 tokens)")
+        + (f" for K in {a['train_usage']}" if a["train_usage"] else "")
+        + ".",
+        f"- Total wall time: {meta['total_seconds'] / 60:.1f} min for {len(rows)} run(s), {a['jobs']} at a time"
         + (f" ({meta['status']})" if meta.get("status") else "")
         + ".",
     ]
@@ -399,27 +525,23 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines += [
         "",
         f"Every run: the package's trainer (`fullvq_hf.training.tokenizer_trainer.train`), preset `{PRESET}` "
-        f"(backbone cpu-small, 32x32 grey images -> 8x8 tokens, codebook_dim {CODEBOOK_DIM}, Adam lr 1e-3 with "
-        "15 warm-up steps, L2 reconstruction loss, no perceptual / GAN loss), checkpoints and image dumps off. "
-        "`annealing` = FVQ's learning annealing (warm-up, hold 30%, linear decay to 0.01x); `constant` = warm-up, "
-        "then constant lr.",
+        f"(backbone cpu-small, 32x32 grey images -> 8x8 tokens, codebook_dim {CODEBOOK_DIM}, Adam lr 1e-3, "
+        "L2 reconstruction loss, no perceptual / GAN loss), checkpoints and image dumps off. `annealing` = FVQ's "
+        "learning annealing (hold 30%, then linear decay to 0.01x); `constant` = constant lr.",
         "",
         "Methods: **plain VQ** (`quantizer_type=vq`); **SimVQ** (frozen Gaussian codebook x trained Linear(8->8)); "
         "**VQGAN-LC-style** (`model_type=vqgan-lc`: frozen codebook of pretrained features x trained "
         f"Linear({FEATURE_DIM}->8), with VQGAN-LC's loss weights beta 0.1 / codebook 0.033); **FVQ** "
-        "(`quantizer_type=vqbridge`) with the *cheap* bridges **S/4** for K <= 16384 and **S/8** above (64 wide, "
-        "depth 2), not the paper's L/4, L/8.",
-        "",
-        "VQGAN-LC codebooks: features of the shipped Fashion-MNIST classifier after its second conv stage "
-        f"(`body[:8]`, {FEATURE_DIM} x 8 x 8 per image, one {FEATURE_DIM}-d vector per position) on training "
-        "images in a seeded random order; exact duplicates (flat background) dropped; a seeded subsample of "
-        f"{'max(2K, 100k)' if not a.get('kmeans_max_vectors') else str(a['kmeans_max_vectors']) + 'K'} vectors; "
-        "`lc_codebook.kmeans` (k-means++ init up to K = 4096, random distinct points above) with few Lloyd "
-        "iterations to bound time; cached in `" + rel(a["cache_dir"]) + "`:",
+        "(`quantizer_type=vqbridge`) with the *cheap* ViT bridges **S/4** for K <= 16384 and **S/8** above (64 "
+        "wide, depth 2), not the paper's L/4, L/8.",
         "",
     ]
     if meta.get("lc_codebooks"):
         lines += [
+            "VQGAN-LC codebooks: k-means of the shipped Fashion-MNIST classifier's features after its second conv "
+            f"stage (`body[:8]`, one {FEATURE_DIM}-d vector per position of the 8x8 map) on training images; "
+            "exact duplicates dropped; cached in `" + rel(a["cache_dir"]) + "`:",
+            "",
             "| K | vectors | from images | Lloyd iterations | k-means time (s) |",
             "|---|---|---|---|---|",
         ]
@@ -431,55 +553,50 @@ def markdown(rows: list[dict], meta: dict) -> str:
                 + " |"
             )
         lines.append("")
-    # compact pivot: usage per method x schedule over K
+    g = groups(rows)
     ks = sorted({r["codebook_size"] for r in rows})
-    lines += ["## Codebook usage on the test split", "", "| method | schedule | " + " | ".join(f"K={k:,}" for k in ks) + " |",
-              "|---|---|" + "---|" * len(ks)]  # fmt: skip
-    for method in METHODS:
-        for schedule in SCHEDULES:
-            cells = []
-            found = False
-            for k in ks:
-                r = next(
-                    (
-                        r
-                        for r in rows
-                        if (r["method"], r["schedule"], r["codebook_size"]) == (method, schedule, k)
-                    ),
-                    None,
-                )
-                found |= r is not None
-                cells.append("-" if r is None else "failed" if r["status"] != "ok" else fmt_pct(r["usage"]))
-            if found:
-                lines.append(f"| {METHOD_LABELS[method]} | {schedule} | " + " | ".join(cells) + " |")
+    lines += ["## Codebook usage: test split / train split", "",
+              "Mean over seeds, (min-max) where a row has several seeds.", "",
+              "| method | schedule | steps | " + " | ".join(f"K={k:,}" for k in ks) + " |",
+              "|---|---|---|" + "---|" * len(ks)]  # fmt: skip
+    for method, schedule, steps in sorted({key[:3] for key in g}, key=lambda c: (METHODS.index(c[0]), c[1], c[2])):
+        cells = []
+        for k in ks:
+            runs = g.get((method, schedule, steps, k))
+            if not runs:
+                cells.append("-")
+                continue
+            train = [r["train_split"]["usage"] for r in runs if r.get("train_split")]
+            cells.append(spread([r["usage"] for r in runs]) + " / " + (spread(train) if train else "-"))
+        lines.append(f"| {METHOD_LABELS[method]} | {schedule} | {steps} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## All results",
+        "## All runs",
         "",
-        "| method | K | schedule | bridge | codes used | usage | usage cap | perplexity | dead codes | PSNR (dB) | SSIM | wall (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| method | K | schedule | seed | steps | test usage | codes used | perplexity | train-split usage | PSNR (dB) "
+        "| SSIM | Frechet distance* | train (s) | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     order = {m: i for i, m in enumerate(METHODS)}
-    for r in sorted(
-        rows, key=lambda r: (order[r["method"]], r["codebook_size"], SCHEDULES.index(r["schedule"]))
-    ):
+    for r in sorted(rows, key=lambda r: (order[r["method"]], r["codebook_size"], SCHEDULES.index(r["schedule"]),
+                                         r.get("seed", 0))):  # fmt: skip
+        head = f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r.get('seed', '-')} | {r.get('steps', '-')} |"
         if r["status"] != "ok":
-            lines.append(
-                f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r['bridge'] or '-'} | failed: "
-                f"{r.get('error', '?').replace('|', '/')} | | | | | | | {fmt_f(r.get('wall_seconds'), 0)} |"
-            )
+            lines.append(f"{head} failed: {r.get('error', '?').replace('|', '/')} | | | | | | | | {fmt_f(r.get('wall_seconds'), 0)} |")
             continue
+        train = r.get("train_split") or {}
         lines.append(
-            f"| {r['label']} | {r['codebook_size']:,} | {r['schedule']} | {r['bridge'] or '-'} | {fmt_int(r['used_codes'])} | "
-            f"{fmt_pct(r['usage'])} | {fmt_pct(min(1.0, (r['num_tokens'] or 0) / r['codebook_size']))} | {fmt_f(r['perplexity'])} | {fmt_int(r['dead_codes'])} | {fmt_f(r['psnr'], 2)} | "
-            f"{fmt_f(r['ssim'], 3)} | {fmt_f(r['wall_seconds'], 0)} |"
-        )
-    lines += ["", "Usage = codes used at least once / K; perplexity = exp(entropy of the code histogram); both exact "
-              "over all test tokens evaluated. Usage cap = min(1, test tokens / K): the most codes the evaluated "
-              "tokens can touch (64 tokens per image), which bounds usage at large K. Wall time includes training, "
-              "saving and evaluation (and building a VQGAN-LC codebook the first time it is needed).", ""]  # fmt: skip
+            f"{head} {fmt_pct(r['usage'])} | {fmt_int(r['used_codes'])} | {fmt_f(r['perplexity'], 0)} | "
+            f"{fmt_pct(train.get('usage'))} | {fmt_f(r['psnr'], 2)} | {fmt_f(r['ssim'], 3)} | "
+            f"{fmt_f(r.get('frechet_distance'), 2)} | {fmt_f(r.get('train_time_s'), 0)} | {fmt_f(r['wall_seconds'], 0)} |"
+        )  # fmt: skip
+    lines += ["", "Usage = codes used at least once / K, exact over every token evaluated; perplexity = exp(entropy of "
+              "the test code histogram). *Frechet distance between test images and their reconstructions in the "
+              "128-d feature space of the shipped Fashion-MNIST classifier ('-': not computed). The curves in the "
+              "plot are the trainer's training-time usage: codes hit by the batches of each log window "
+              "(steps/40 steps x batch x 64 tokens), which caps it below 100% at large K.", ""]  # fmt: skip
     if meta.get("plot"):
-        lines += [f"![usage vs K]({Path(meta['plot']).name})", ""]
+        lines += [f"![usage curves and end points]({Path(meta['plot']).name})", ""]
     return "\n".join(lines)
 
 
@@ -494,36 +611,41 @@ def plot(rows: list[dict], path: Path) -> bool:
     import matplotlib.ticker
 
     colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
-    for method in METHODS:
-        for schedule in SCHEDULES:
-            pts = sorted(
-                (r["codebook_size"], r) for r in ok if r["method"] == method and r["schedule"] == schedule
-            )
-            if not pts:
-                continue
-            ks = [k for k, _ in pts]
-            style = "-" if schedule == "annealing" else "--"
-            label = f"{METHOD_LABELS[method]}, {schedule}"
-            axes[0].plot(
-                ks, [100 * r["usage"] for _, r in pts], style, marker="o", color=colors[method], label=label
-            )
-            axes[1].plot(
-                ks, [r["psnr"] for _, r in pts], style, marker="o", color=colors[method], label=label
-            )
-    all_ks = sorted({r["codebook_size"] for r in ok})
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(all_ks, [f"{k:,}" for k in all_ks])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.set_xlabel("codebook size K")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("codebook usage on the test split (%)")
-    axes[0].set_title("usage vs K (solid: annealing, dashed: constant lr)")
-    axes[1].set_ylabel("PSNR (dB)")
-    axes[1].set_title("reconstruction PSNR vs K")
-    axes[1].legend(fontsize=7, loc="best")
+    ks = sorted({r["codebook_size"] for r in ok})
+    fig, axes = plt.subplots(1, len(ks) + 1, figsize=(4.2 * (len(ks) + 1), 4), dpi=110, squeeze=False)
+    axes = axes[0]
+    for ax, k in zip(axes, ks):
+        for r in (r for r in ok if r["codebook_size"] == k and r.get("curve")):
+            steps, usage = zip(*r["curve"])
+            style = "-" if r["schedule"] == "annealing" else "--"
+            same = [x for x in ok if (x["method"], x["schedule"], x["steps"], x["codebook_size"]) == (r["method"], r["schedule"], r["steps"], k)]
+            first = r is min(same, key=lambda x: x.get("seed", 0))
+            ax.plot(steps, [100 * u for u in usage], style, color=colors[r["method"]], alpha=0.8, lw=1.2,
+                    label=f"{METHOD_LABELS[r['method']]}, {r['schedule']}, {r['steps']} steps" if first else None)  # fmt: skip
+        ax.set_title(f"K = {k:,}: training-time usage")
+        ax.set_xlabel("step")
+        ax.set_ylabel("codes hit in the log window (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    ax = axes[-1]
+    for (method, schedule, _, k), runs in sorted(groups(rows).items()):
+        style = "o" if schedule == "annealing" else "s"
+        for r in runs:
+            ax.plot(k, r["usage"], style, color=colors[method], mfc="none")
+            if r.get("train_split"):
+                ax.plot(k, r["train_split"]["usage"], style, color=colors[method])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [f"{k:,}" for k in ks])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_yscale("logit")
+    ax.set_ylim(0.005, 0.9995)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.axhline(0.99, color="k", lw=0.6, ls=":")
+    ax.set_title("final usage (open: test, filled: train split)")
+    ax.set_xlabel("codebook size K")
+    ax.set_ylabel("usage (logit scale)")
+    ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -544,6 +666,30 @@ def write_outputs(rows: list[dict], meta: dict, output: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- main
+def make_plan(args: argparse.Namespace) -> list[tuple[str, int, str, int, int]]:
+    """(method, K, schedule, steps, seed) of every run; the --seeds-for runs once per --seeds, the others with
+    --seed. Most work first (K x steps), so the longest runs start early when --jobs > 1."""
+    configs = args.run or [(m, k, s, None) for k in args.ks for m in args.methods for s in args.schedules]
+    plan = []
+    for method, k, schedule, steps in configs:
+        steps = steps or steps_for(k, args)
+        names = {method, f"{method}:{k}", f"{method}:{k}:{schedule}", f"{method}:{k}:{schedule}:{steps}"}
+        for seed in args.seeds if names & set(args.seeds_for) else [args.seed]:
+            plan.append((method, k, schedule, steps, seed))
+    return sorted(plan, key=lambda r: -r[1] * r[3])
+
+
+def report_row(i: int, n: int, row: dict, elapsed: float) -> None:
+    if row["status"] != "ok":
+        print(f"[{i}/{n}] {row['run']}: FAILED ({row['error']}); {row['wall_seconds']:.0f}s", flush=True)
+        return
+    train = row.get("train_split")
+    extra = f", train split {fmt_pct(train['usage'])}" if train else ""
+    print(f"[{i}/{n}] {row['run']}: test usage {fmt_pct(row['usage'])} ({row['used_codes']:,}/{row['codebook_size']:,})"
+          f"{extra}, PSNR {row['psnr']:.2f} dB; {row['wall_seconds']:.0f}s (elapsed {elapsed / 60:.1f} min)",
+          flush=True)  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -561,41 +707,43 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.quick:
         meta["notes"].append("--quick smoke run: numbers are not meaningful, only that every path runs.")
     meta["notes"] += args.note
-    plan = [(k, m, s) for k in args.ks for m in args.methods for s in args.schedules]
-    print(f"usage study: {len(plan)} runs, {args.steps} steps x batch {args.batch_size}, eval {args.eval_max_images} "
-          f"test images; output {output}", flush=True)  # fmt: skip
-    rows: list[dict] = []
-    lc_info: dict[int, tuple[Path, dict]] = {}
+    plan = make_plan(args)
+    print(f"usage study: {len(plan)} runs ({args.jobs} at a time), batch {args.batch_size}, eval "
+          f"{args.eval_max_images} test images; output {output}", flush=True)  # fmt: skip
     start = time.perf_counter()
-    for i, (k, method, schedule) in enumerate(plan, 1):
-        print(f"[{i}/{len(plan)}] {METHOD_LABELS[method]} K={k} {schedule} ...", flush=True)
-        row = run_one(method, k, schedule, args, lc_info)
+    lc_paths: dict[int, Path] = {}
+    if any(r[0] == "lc" for r in plan):  # built once, before the runs, so that parallel runs never build the same one
+        for k in sorted({r[1] for r in plan if r[0] == "lc"}):
+            path, info = lc_codebook(k, args)
+            lc_paths[k] = path
+            meta["lc_codebooks"][k] = info
+    rows: list[dict] = []
+
+    def done(row: dict) -> None:
         rows.append(row)
-        meta["lc_codebooks"] = {k2: v[1] for k2, v in lc_info.items()}
         elapsed = time.perf_counter() - start
-        if row["status"] == "ok":
-            print(
-                f"[{i}/{len(plan)}] {row['run']}: usage {fmt_pct(row['usage'])} ({row['used_codes']:,}/{k:,}), "
-                f"perplexity {row['perplexity']:.1f}, PSNR {row['psnr']:.2f} dB; {row['wall_seconds']:.0f}s "
-                f"(elapsed {elapsed / 60:.1f} min)",
-                flush=True,
-            )
-        else:
-            print(
-                f"[{i}/{len(plan)}] {row['run']}: FAILED ({row['error']}); {row['wall_seconds']:.0f}s",
-                flush=True,
-            )
+        report_row(len(rows), len(plan), row, elapsed)
         meta["total_seconds"] = elapsed
-        meta["status"] = None if i == len(plan) else f"in progress: {i}/{len(plan)} runs done"
+        meta["status"] = None if len(rows) == len(plan) else f"in progress: {len(rows)}/{len(plan)} runs done"
         write_outputs(rows, meta, output)
+
+    if args.jobs == 1:
+        for method, k, schedule, steps, seed in plan:
+            print(f"[{len(rows) + 1}/{len(plan)}] {METHOD_LABELS[method]} K={k} {schedule} {steps} steps seed {seed} ...",
+                  flush=True)  # fmt: skip
+            done(run_one(method, k, schedule, steps, seed, args, lc_paths.get(k)))
+    else:  # a fresh process per run (spawned: nothing inherited from the parent's torch or accelerate state)
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
+            futures = [pool.submit(run_one, *r, args, lc_paths.get(r[1])) for r in plan]
+            for future in concurrent.futures.as_completed(futures):
+                done(future.result())
     meta["total_seconds"] = time.perf_counter() - start
     meta["status"] = None
     write_outputs(rows, meta, output)
-    text = markdown(rows, meta)
-    print("\n" + text, flush=True)
-    print(
-        f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')} in {meta['total_seconds'] / 60:.1f} min"
-    )
+    print("\n" + markdown(rows, meta), flush=True)
+    print(f"wrote {output}, {output.with_suffix('.json')}, {output.with_suffix('.png')} in "
+          f"{meta['total_seconds'] / 60:.1f} min")  # fmt: skip
     failed = [r["run"] for r in rows if r["status"] != "ok"]
     if failed:
         print(f"{len(failed)} failed run(s): {', '.join(failed)}", flush=True)

@@ -126,7 +126,15 @@ def code_counts_and_reconstructions(model: FVQModel, pixels: torch.Tensor, batch
     return usage.counts.numpy(), model.detokenize(model.tokenize(pixels[:16]))
 
 
-def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
+_START = time.time()
+
+
+def stage(number: int, total: int, text: str) -> None:
+    """One header line per stage, so a user knows where the demo is and how long it has run."""
+    print(f"\n=== [{number}/{total}] {text}  (demo time so far {time.time() - _START:.0f} s) ===", flush=True)
+
+
+def train_generator(args, out_dir: Path, test_pixels: torch.Tensor, total: int) -> dict:
     """FVQ tokenizer -> codes dataset -> LlamaGen generator -> LlamaGenPipeline -> samples.png and scores."""
     tokenizer_dir = out_dir / "fvq" / "model"
     tokenizer = FVQModel.from_pretrained(tokenizer_dir).eval()
@@ -134,6 +142,7 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
     def reconstruct(x):
         return tokenizer.detokenize(tokenizer.tokenize(x))
 
+    stage(3, total, f"tokenize {args.codes_images} training images, train the LlamaGen generator on their codes")
     t0 = time.time()
     codes = extract_codes(
         tokenizer,
@@ -159,6 +168,7 @@ def train_generator(args, out_dir: Path, test_pixels: torch.Tensor) -> dict:
     stats = train_llamagen(make_llamagen_config(overrides))
     train_seconds = time.time() - t0
 
+    stage(4, total, f"generate {args.samples_per_class} images per class and score them with the classifier")
     transformer = LlamaGenForConditionalGeneration.from_pretrained(out_dir / "llamagen" / "model")
     pipe = LlamaGenPipeline(transformer=transformer, vqvae=tokenizer)
     pipe.save_pretrained(out_dir / "pipeline")
@@ -221,6 +231,8 @@ def generator_table(g: dict) -> list[str]:
 
 
 def main(argv=None):
+    global _START
+    _START = time.time()
     args = parse_args(argv)
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -230,7 +242,9 @@ def main(argv=None):
     test_pixels = to_pixels(test_images)
 
     results, counts, rows, labels = {}, {}, [test_pixels[:16]], ["originals"]
-    for name, short, preset in RUNS:
+    total = len(RUNS) + (0 if args.skip_generator else 2)
+    for number, (name, short, preset) in enumerate(RUNS, 1):
+        stage(number, total, f"train and evaluate the {name} tokenizer ({preset})")
         overrides = {
             "preset": preset,
             "output_dir": str(out_dir / short),
@@ -255,7 +269,7 @@ def main(argv=None):
     save_grid(rows, labels, out_dir / "reconstructions.png")
     plot_code_frequency(counts, out_dir / "code_frequency.png")
     if not args.skip_generator:
-        results["generator"] = train_generator(args, out_dir, test_pixels)
+        results["generator"] = train_generator(args, out_dir, test_pixels, total)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     first = results[RUNS[0][0]]
     lines = [
@@ -279,7 +293,8 @@ def main(argv=None):
     table = "\n".join(lines)
     (out_dir / "results.md").write_text(table + "\n")
     print("\n" + table)
-    print(f"\nwrote {out_dir}/reconstructions.png, code_frequency.png, samples.png, results.json, results.md")
+    print(f"\ndemo done in {time.time() - _START:.0f} s")
+    print(f"wrote {out_dir}/reconstructions.png, code_frequency.png, samples.png, results.json, results.md")
     return results
 
 
