@@ -19,3 +19,15 @@ def randomize_bridge(model, std=0.2, seed=0):
         lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) * std)
         lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * std)
     return model
+
+
+def assert_nearest_codes(ids, z, codebook, tol=1e-4):
+    """Every id names a nearest code of its latent (float64 squared distances), so a near-tie that another float
+    kernel breaks the other way still passes while a wrong search or a wrong codebook fails: the chosen code's
+    distance may exceed the minimum by at most ``tol * (1 + minimum)``, and at least 99% of ids equal the argmin."""
+    d = torch.cdist(z.double(), codebook.double()).pow(2)
+    best, ids = d.min(1), ids.flatten()
+    chosen = d.gather(1, ids.view(-1, 1)).squeeze(1)
+    far = chosen > best.values + tol * (1 + best.values)
+    assert not far.any(), f"{int(far.sum())} of {len(ids)} ids are not a nearest code (worst excess {(chosen - best.values).max():.3g})"
+    assert (ids == best.indices).float().mean() >= 0.99

@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_nearest_codes
 from safetensors.torch import save_file
 from test_convert import (
     D,
@@ -95,9 +96,10 @@ def dit_source(rows=1, seed=0, **layout_kwargs):
     return layout, source
 
 
-def euclidean_ids(model, x, codebook):
+def assert_euclidean_ids(model, x, codebook):
+    """The model's tokens are the nearest codes of ``codebook`` (a reference computed independently)."""
     z = model.encode(x).latents.permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
-    return torch.cdist(z, codebook).argmin(1)
+    assert_nearest_codes(model.tokenize(x), z, codebook)
 
 
 # ---------------------------------------------------------------------------------------------------- the module
@@ -185,7 +187,7 @@ def test_dit_training_checkpoint_converts_exactly(tmp_path, capsys):
     torch.testing.assert_close(model.get_codebook(), reference, rtol=1e-4, atol=1e-4)
     x = image(model.downsample_factor)
     ids = model.tokenize(x)
-    assert torch.equal(ids.flatten(), euclidean_ids(model, x, reference))
+    assert_euclidean_ids(model, x, reference)
     # --ema takes the EMA weights and says so
     out = tmp_path / "ema"
     assert cli_main(["convert", "fvq", str(path), str(out), "--ema"]) == 0
@@ -222,9 +224,7 @@ def test_class_conditional_dit_bridge(tmp_path):
     assert_every_tensor_landed(model, layout, source)
     x = image(model.downsample_factor)
     # no label given: label 0, as the official quantizer given no label
-    assert torch.equal(
-        model.tokenize(x).flatten(), euclidean_ids(model, x, reference_dit_codebook(source, 0))
-    )
+    assert_euclidean_ids(model, x, reference_dit_codebook(source, 0))
     per_class = model.quantize.qbridge(model.quantize.embedding.weight, torch.tensor([3, 5]))
     torch.testing.assert_close(per_class[0], reference_dit_codebook(source, 3), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(per_class[1], reference_dit_codebook(source, 5), rtol=1e-4, atol=1e-4)
@@ -269,7 +269,7 @@ def test_bridge_codebook_l2_norm_is_init_only(tmp_path):
     torch.save(training_checkpoint(source, QB_type="QBridge-XS/2", codebook_l2_norm=True), path)
     model = convert_fvq(path)
     x = image(model.downsample_factor)
-    assert torch.equal(model.tokenize(x).flatten(), euclidean_ids(model, x, official_vit_codebook(source)))
+    assert_euclidean_ids(model, x, official_vit_codebook(source))
     assert (model.config.use_l2_norm, model.config.init_l2_norm) == (False, True)
 
 
