@@ -131,6 +131,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run exactly these configurations (repeatable, e.g. fvq:262144:annealing:300) instead of the cross "
         "product of --methods x --ks x --schedules; STEPS overrides --steps / --steps-for for that run",
     )
+    p.add_argument(
+        "--keep-done",
+        action="store_true",
+        help="continue an interrupted study: keep the finished rows of --output's JSON and run only the others",
+    )
+    p.add_argument(
+        "--in-order",
+        action="store_true",
+        help="run in the order given (default: the most work first, K x steps)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
     p.add_argument(
         "--lr-scheduler-warmup", type=int, default=0, help="warm-up steps of every run (default 0)"
@@ -427,7 +437,7 @@ def run_one(
 
     torch.set_num_threads(args.threads)
     patch_dataset_cache()
-    name = f"{method}-K{k}-{schedule}-{steps}steps-seed{seed}"
+    name = run_name(method, k, schedule, steps, seed)
     out_dir = Path(args.run_dir) / name
     row = {"run": name, "method": method, "label": METHOD_LABELS[method], "codebook_size": k, "schedule": schedule,
            "seed": seed, "steps": steps, "bridge": bridge_for(k) if method == "fvq" else None,
@@ -676,7 +686,11 @@ def make_plan(args: argparse.Namespace) -> list[tuple[str, int, str, int, int]]:
         names = {method, f"{method}:{k}", f"{method}:{k}:{schedule}", f"{method}:{k}:{schedule}:{steps}"}
         for seed in args.seeds if names & set(args.seeds_for) else [args.seed]:
             plan.append((method, k, schedule, steps, seed))
-    return sorted(plan, key=lambda r: -r[1] * r[3])
+    return plan if args.in_order else sorted(plan, key=lambda r: -r[1] * r[3])
+
+
+def run_name(method: str, k: int, schedule: str, steps: int, seed: int) -> str:
+    return f"{method}-K{k}-{schedule}-{steps}steps-seed{seed}"
 
 
 def report_row(i: int, n: int, row: dict, elapsed: float) -> None:
@@ -718,18 +732,29 @@ def main(argv: list[str] | None = None) -> list[dict]:
             lc_paths[k] = path
             meta["lc_codebooks"][k] = info
     rows: list[dict] = []
+    if args.keep_done and output.with_suffix(".json").is_file():
+        old = json.loads(output.with_suffix(".json").read_text())
+        wanted = {run_name(*r): r for r in plan}
+        rows = [r for r in old.get("rows", []) if r.get("status") == "ok" and r["run"] in wanted]
+        plan = [r for r in plan if run_name(*r) not in {row["run"] for row in rows}]
+        meta["notes"] += [n for n in old.get("notes", []) if n not in meta["notes"]]
+        meta["lc_codebooks"] = {**old.get("lc_codebooks", {}), **{str(k): v for k, v in meta["lc_codebooks"].items()}}
+        start -= old.get("total_seconds", 0)  # the wall time of the rows kept counts
+        meta["command"] = f"{old['command']}` (interrupted), then `{meta['command']}"
+        print(f"--keep-done: {len(rows)} finished run(s) kept from {output.with_suffix('.json')}", flush=True)
+    total = len(rows) + len(plan)
 
     def done(row: dict) -> None:
         rows.append(row)
         elapsed = time.perf_counter() - start
-        report_row(len(rows), len(plan), row, elapsed)
+        report_row(len(rows), total, row, elapsed)
         meta["total_seconds"] = elapsed
-        meta["status"] = None if len(rows) == len(plan) else f"in progress: {len(rows)}/{len(plan)} runs done"
+        meta["status"] = None if len(rows) == total else f"in progress: {len(rows)}/{total} runs done"
         write_outputs(rows, meta, output)
 
     if args.jobs == 1:
         for method, k, schedule, steps, seed in plan:
-            print(f"[{len(rows) + 1}/{len(plan)}] {METHOD_LABELS[method]} K={k} {schedule} {steps} steps seed {seed} ...",
+            print(f"[{len(rows) + 1}/{total}] {METHOD_LABELS[method]} K={k} {schedule} {steps} steps seed {seed} ...",
                   flush=True)  # fmt: skip
             done(run_one(method, k, schedule, steps, seed, args, lc_paths.get(k)))
     else:  # a fresh process per run (spawned: nothing inherited from the parent's torch or accelerate state)

@@ -1,0 +1,99 @@
+"""Is a trained run's codebook usage limited by the data (too few test tokens per code) or by the codebook itself?
+
+    python benchmarks/codebook_oracle.py RUN_DIR [--kmeans-iters 4] [--threads 1]
+
+RUN_DIR is a Fashion-MNIST tokenizer run (``examples/train_tokenizer.py --preset cpu-fmnist-fvq ...``); its
+exported ``model/`` is loaded and its encoder kept fixed. Over the latents of the whole train split (3.84M) and
+test split (640k), the script reports usage (codes hit at least once), mean squared quantization error and
+perplexity of:
+
+- the run's own codebook (C' of the bridge, folded into ``model/``), with the per-code count quantiles and where
+  its dead codes sit (distance to the nearest test latent, distance from the latents' mean);
+- K latents of the train split drawn at random as codes (a codebook whose density follows the data's);
+- that codebook after ``--kmeans-iters`` Lloyd iterations on the train latents (exact search, ``nearest_codes``).
+
+If the k-means codebook of the same encoder uses (nearly) every code on the test split, the test split's tokens
+are enough to hit every code of a well-placed codebook, and what limits usage is where training put the codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fullvq_hf.data import load_fashion_mnist, to_pixels
+from fullvq_hf.models.loading import load_tokenizer
+from fullvq_hf.models.quantizers import nearest_codes
+
+
+@torch.no_grad()
+def latents(model, split: str, batch: int = 1000) -> torch.Tensor:
+    images = load_fashion_mnist(split)[0]
+    out = []
+    for start in range(0, len(images), batch):
+        z = model.encode(to_pixels(images[start : start + batch])).latents
+        out.append(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]))
+    return torch.cat(out)
+
+
+def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
+    ids, dist = nearest_codes(z, codebook)
+    counts = torch.bincount(ids, minlength=codebook.shape[0])
+    p = counts.double() / counts.sum()
+    ppl = float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
+    return counts, f"usage {(counts > 0).double().mean():.4%}  mse {dist.mean():.5f}  perplexity {ppl:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--kmeans-iters", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = load_tokenizer(args.run_dir / "model").eval()
+    if getattr(model.config, "use_l2_norm", False):
+        raise SystemExit("error: the run uses l2-normalised codes; this script compares Euclidean codebooks only")
+    codebook = model.get_codebook().detach().float()
+    k = codebook.shape[0]
+    z_train, z_test = latents(model, "train"), latents(model, "test")
+    print(f"{args.run_dir}: K = {k:,}, dim {codebook.shape[1]}; {len(z_train):,} train and {len(z_test):,} test latents")
+
+    def row(name: str, c: torch.Tensor) -> torch.Tensor:
+        test_counts, test = stats(z_test, c)
+        _, train = stats(z_train, c)
+        print(f"{name:<28} test: {test} | train: {train}", flush=True)
+        return test_counts
+
+    counts = row("run's codebook", codebook)
+    q = np.quantile(counts.numpy(), [0.01, 0.05, 0.1, 0.5, 0.9, 0.99])
+    print(f"  test hits per code: quantiles 1/5/10/50/90/99% = {', '.join(f'{v:g}' for v in q)}; "
+          f"{(counts <= 3).double().mean():.1%} of the codes have <= 3")  # fmt: skip
+    dead = counts == 0
+    if dead.any():
+        sample = z_test[torch.randperm(len(z_test), generator=torch.Generator().manual_seed(args.seed))[:100_000]]
+        to_latent = torch.cat([torch.cdist(c, sample).min(1).values for c in codebook.split(4096)])
+        centre = z_test.mean(0)
+        radius = (codebook - centre).norm(dim=1)
+        print(f"  dead codes ({int(dead.sum()):,}): median distance to the nearest test latent "
+              f"{to_latent[dead].median():.3f} (used codes {to_latent[~dead].median():.3f}); median distance from the "
+              f"latents' mean {radius[dead].median():.2f} (used codes {radius[~dead].median():.2f}, test latents "
+              f"{(z_test - centre).norm(dim=1).median():.2f})")  # fmt: skip
+    g = torch.Generator().manual_seed(args.seed)
+    c = z_train[torch.randperm(len(z_train), generator=g)[:k]].clone()
+    row("random train latents", c)
+    for it in range(1, args.kmeans_iters + 1):
+        ids, _ = nearest_codes(z_train, c)
+        n = torch.bincount(ids, minlength=k)
+        sums = torch.zeros_like(c).index_add_(0, ids, z_train)
+        hit = n > 0
+        c[hit] = sums[hit] / n[hit, None].to(c.dtype)
+        row(f"k-means, {it} Lloyd iteration(s)", c)
+
+
+if __name__ == "__main__":
+    main()
