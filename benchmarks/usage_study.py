@@ -519,7 +519,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"- Command: `{meta['command']}`",
         f"- Date: {meta['date']}",
         f"- Machine: {meta['machine']}",
-        f"- Budget per run: {a['steps']} training steps" + (f" ({steps})" if steps else "")
+        ("- Budget per run: the steps of each row" if a["run"] else f"- Budget per run: {a['steps']} training steps")
+        + (f" ({steps})" if steps and not a["run"] else "")
         + f" x batch {a['batch_size']}, warm-up {a['lr_scheduler_warmup']} steps; seeds {a['seeds']} for "
         f"{', '.join(a['seeds_for'])}, seed {a['seed']} otherwise; test usage on the "
         f"first {a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * 64:,} tokens)"
@@ -546,7 +547,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "wide, depth 2), not the paper's L/4, L/8.",
         "",
     ]
-    if meta.get("lc_codebooks"):
+    if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):
         lines += [
             "VQGAN-LC codebooks: k-means of the shipped Fashion-MNIST classifier's features after its second conv "
             f"stage (`body[:8]`, one {FEATURE_DIM}-d vector per position of the 8x8 map) on training images; "
@@ -649,7 +650,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     ax.set_xticks(ks, [f"{k:,}" for k in ks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.set_yscale("logit")
-    ax.set_ylim(0.005, 0.9995)
+    ax.set_ylim(0.0002, 0.9995)
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{100 * v:g}%"))
     ax.axhline(0.99, color="k", lw=0.6, ls=":")
     ax.set_title("final usage (open: test, filled: train split)")
