@@ -1,5 +1,6 @@
-"""Options of the tokenizer trainer: one dataclass, named presets for the papers' recipes and small CPU runs,
-and loading from the command line and/or a YAML/JSON file (command line wins).
+"""Options of the trainers: ``TrainingConfig`` (the options of the shared training loop, declared once), the
+tokenizer trainer's dataclass on top of it with named presets for the papers' recipes and small CPU runs, and loading
+from the command line and/or a YAML/JSON file (command line wins).
 
 ``build_parser`` / ``make_config`` / ``parse_args`` serve any trainer's options dataclass (``config_cls``, with its
 presets in a ``PRESETS`` class attribute); the LlamaGen trainer uses them for ``LlamaGenTrainingConfig``."""
@@ -14,25 +15,106 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+SHARED_OPTIONS_TITLE = "training options (the same in every trainer)"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
+
 
 def option(default: Any, help: str, **metadata: Any) -> Any:
     """A dataclass field with its ``--help`` text (read by ``HfArgumentParser``)."""
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
-# the run-length / schedule options shared by every trainer (handled once, in ``loop.train``)
-GLOBAL_BATCH_HELP = ("the global batch a recipe needs (the scripts' --global-batch-size): an error unless batch_size "
-                     "x processes x accumulation equals it; none = no check")  # fmt: skip
-NUM_EPOCHS_HELP = ("train this many epochs instead of max_steps: max_steps = num_epochs x (training examples // "
-                   "global batch); needs a dataset of known length")  # fmt: skip
-WARMUP_EPOCHS_HELP = "warm-up in epochs (the scripts' warmup_ep) instead of warmup_steps; needs a known dataset length"
-HOLD_FRACTION_HELP = ("annealing schedules: lr held at 1 while the progress after warm-up is below this (FVQ's "
-                      "--lrT); none = 0.3")  # fmt: skip
-WARMUP_START_HELP = "lr factor at the first warm-up step; none = 0.005 (FVQ's wp0)"
+@dataclass
+class TrainingConfig:
+    """The options of the training loop (``fullvq_hf.training.loop.train``), the same in every trainer: batches,
+    run length, lr schedule, optimizer, precision, checkpoints and output. Each field is declared here once, with its
+    help text; a trainer's options dataclass inherits them and adds its own.
+
+    A trainer redeclares a shared field only where its default or the meaning of its help differs (``override``:
+    the field keeps its place and whatever it does not change). The defaults of ``batch_size``, ``lr_scheduler``,
+    ``weight_decay``, ``output_dir``, ``checkpoint_every`` and ``log_every`` differ between the trainers, which set
+    them; the values here are only the fallback of a config class that does not. ``init_from`` is not here: the
+    loop never reads it and it names a different model in each trainer (a tokenizer, a generator), with its own
+    checks."""
+
+    # batches, run length, lr schedule, optimizer
+    num_workers: int = option(0, "dataloader worker processes")
+    batch_size: int = option(8, "examples per process and micro-batch")
+    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
+    max_steps: int = option(1000, "optimizer steps")
+    learning_rate: float = option(1e-4, "lr for the trainer's reference global batch (scaled linearly when scale_lr)")
+    scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / the "
+                            "trainer's reference global batch")  # fmt: skip
+    lr_scheduler: str = option("constant", "'annealing' (FVQ), 'annealing-cosine', 'constant', 'cosine' or 'linear'")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    global_batch_size: int | None = option(
+        None, "the global batch a recipe needs (the scripts' --global-batch-size): an error unless batch_size x "
+        "processes x accumulation equals it; none = no check"
+    )
+    num_epochs: float | None = option(
+        None, "train this many epochs instead of max_steps: max_steps = num_epochs x (training examples // global "
+        "batch); needs a dataset of known length"
+    )
+    warmup_epochs: float | None = option(
+        None, "warm-up in epochs (the scripts' warmup_ep) instead of warmup_steps; needs a known dataset length"
+    )
+    hold_fraction: float | None = option(
+        None, "annealing schedules: lr held at 1 while the progress after warm-up is below this (FVQ's --lrT); "
+        "none = 0.3"
+    )
+    warmup_start_factor: float | None = option(None, "lr factor at the first warm-up step; none = 0.005 (FVQ's wp0)")
+    adam_beta1: float = option(0.9, "Adam beta1")
+    adam_beta2: float = option(0.95, "Adam beta2")
+    weight_decay: float = option(0.0, "Adam weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
+    # precision / speed
+    mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
+    ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")
+    compile: bool = option(False, "torch.compile the model")
+    seed: int = option(0, "random seed")
+    # output
+    output_dir: str = option("outputs/run", "run folder: checkpoints, model, logs, samples, results")
+    overwrite_output_dir: bool = option(False, "start a new run in a folder holding another run (removes its outputs)")
+    checkpoint_every: int = option(500, "steps between checkpoints; 0 disables them")
+    checkpoints_total_limit: int | None = option(3, "checkpoints kept; none keeps all")
+    resume: str | None = option(None, "'latest' or a checkpoint folder")
+    log_every: int = option(10, "steps between logs")
+    report_to: str = option("tensorboard", "an accelerate tracker name, or 'none'")
+    preset: str | None = option(None, "a named recipe (its values are the defaults of the other options)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def override(name: str, default: Any = _UNSET, help: str | None = None) -> Any:
+    """A trainer's redeclaration of the shared field ``name`` of ``TrainingConfig`` with its own ``default`` and/or
+    ``help`` text; what is not given is the base's. (A redeclared dataclass field keeps its place in the field
+    order, so the command line and ``training_config.json`` list it where the base does.)"""
+    base = TrainingConfig.__dataclass_fields__[name]
+    metadata = dict(base.metadata) if help is None else {**base.metadata, "help": help}
+    return dataclasses.field(default=base.default if default is _UNSET else default, metadata=metadata)
 
 
 @dataclass
-class TokenizerTrainingConfig:
+class TokenizerTrainingConfig(TrainingConfig):
+    # the shared options (TrainingConfig) whose default or help differs here
+    batch_size: int = override("batch_size", 8, "images per process and micro-batch")
+    learning_rate: float = override("learning_rate", help="base lr for a global batch of 128 (scaled linearly when "
+                                    "scale_lr)")  # fmt: skip
+    scale_lr: bool = override("scale_lr", help="scale the lr with the global batch (batch x processes x accumulation) "
+                              "/ 128")  # fmt: skip
+    lr_scheduler: str = override("lr_scheduler", "annealing")
+    weight_decay: float = override("weight_decay", 0.0)
+    output_dir: str = override("output_dir", "outputs/tokenizer")
+    checkpoint_every: int = override("checkpoint_every", 500)
+    log_every: int = override("log_every", 10)
     # model
     model_type: str = option("fvq", "'fvq' (FVQModel) or 'vqgan-lc' (VQGANLCModel)")
     backbone: str = option("VQ-16", "encoder/decoder preset (fullvq_hf.models.BACKBONES)")
@@ -70,25 +152,8 @@ class TokenizerTrainingConfig:
     random_crop: bool = option(True, "random (not center) crops")
     crop_min_scale: float = option(0.8, "random crops: smallest crop side as a fraction of the shorter image side")
     flip: bool = option(True, "random horizontal flips")
-    num_workers: int = option(0, "dataloader worker processes")
-    # optimisation
-    batch_size: int = option(8, "images per process and micro-batch")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    max_steps: int = option(1000, "optimizer steps")
-    learning_rate: float = option(1e-4, "base lr for a global batch of 128 (scaled linearly when scale_lr)")
-    scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 128")
-    lr_scheduler: str = option("annealing", "'annealing' (FVQ), 'annealing-cosine', 'constant', 'cosine' or 'linear'")
-    warmup_steps: int = option(0, "linear warm-up steps")
-    global_batch_size: int | None = option(None, GLOBAL_BATCH_HELP)
-    num_epochs: float | None = option(None, NUM_EPOCHS_HELP)
-    warmup_epochs: float | None = option(None, WARMUP_EPOCHS_HELP)
-    hold_fraction: float | None = option(None, HOLD_FRACTION_HELP)
-    warmup_start_factor: float | None = option(None, WARMUP_START_HELP)
-    adam_beta1: float = option(0.9, "Adam beta1")
-    adam_beta2: float = option(0.95, "Adam beta2")
+    # optimisation (the rest: TrainingConfig)
     adam_epsilon: float = option(1e-8, "Adam epsilon (both optimizers)")
-    weight_decay: float = option(0.0, "Adam weight decay")
-    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
     # losses
     reconstruction_loss: str = option("l2", "'l2' or 'l1'")
     perceptual_weight: float = option(1.0, "weight of the LPIPS-style perceptual loss; 0 disables it")
@@ -114,27 +179,11 @@ class TokenizerTrainingConfig:
     )
     discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
     bridge_lr_multiplier: float = option(1.0, "lr of the VQBridge (quantize.qbridge.*) as a multiple of the model's lr")
-    # precision / speed
-    mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
-    ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")
-    compile: bool = option(False, "torch.compile the model")
-    seed: int = option(0, "random seed")
     # output
-    output_dir: str = option("outputs/tokenizer", "run folder: checkpoints, model, logs, samples, results")
-    overwrite_output_dir: bool = option(False, "start a new run in a folder holding another run (removes its outputs)")
-    checkpoint_every: int = option(500, "steps between checkpoints; 0 disables them")
-    checkpoints_total_limit: int | None = option(3, "checkpoints kept; none keeps all")
-    resume: str | None = option(None, "'latest' or a checkpoint folder")
-    log_every: int = option(10, "steps between logs")
     image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
-    report_to: str = option("tensorboard", "an accelerate tracker name, or 'none'")
     eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")
     eval_batch_size: int = option(64, "evaluation batch size")
     feature_extractor: str | None = option(None, "for the Frechet distance: 'fashion-mnist-classifier' or a weights file")
-    preset: str | None = option(None, "a named recipe (its values are the defaults of the other options)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -265,18 +314,12 @@ def _none_or(kind):
     return parse
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-_UNSET = _Unset()
-
-
 def build_parser(prog: str | None = None, config_cls: type | None = None) -> argparse.ArgumentParser:
     """``HfArgumentParser`` over ``config_cls`` (default ``TokenizerTrainingConfig``): every field as
     ``--field-name`` with its help text and default, ``--preset`` choosing among ``config_cls.PRESETS`` (listed in
-    the help), ``--config FILE`` and ``--debug`` (tracebacks instead of one ``error:`` line).
+    the help), ``--config FILE`` and ``--debug`` (tracebacks instead of one ``error:`` line). The help lists
+    ``--preset`` and the trainer's own options, then the other ``TrainingConfig`` ones under
+    ``SHARED_OPTIONS_TITLE``.
 
     Optional fields also accept ``none``.
     """
@@ -296,6 +339,15 @@ def build_parser(prog: str | None = None, config_cls: type | None = None) -> arg
             action.type = _none_or(action.type)
     parser.add_argument("--config", help="YAML or JSON file of options (command-line options override it)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    if issubclass(config_cls, TrainingConfig) and config_cls is not TrainingConfig:
+        # --preset (its choices are the trainer's) and the trainer's own options first, as declared; then the
+        # training loop's under their own heading (dataclass inheritance puts the base's fields first)
+        shared = {f.name for f in dataclasses.fields(TrainingConfig)} - {"preset"}
+        moved = [a for a in parser._actions if a.dest in shared]
+        parser._actions[:] = [a for a in parser._actions if a.dest not in shared] + moved  # the usage line
+        optionals = parser._optionals._group_actions
+        optionals[:] = [a for a in optionals if a.dest not in shared]
+        parser.add_argument_group(SHARED_OPTIONS_TITLE)._group_actions.extend(moved)
 
     def one_line_error(message: str):  # not the 60-line usage: the error and where the options are listed
         import sys
@@ -400,10 +452,12 @@ def run_cli(argv: list[str] | None, prog: str | None, config_cls: type, train_fn
 __all__ = [
     "PRESETS",
     "TokenizerTrainingConfig",
+    "TrainingConfig",
     "build_parser",
     "explicit_options",
     "make_config",
     "option",
+    "override",
     "parse_args",
     "run_cli",
 ]

@@ -17,7 +17,6 @@ checkpoint (``loop``: JSON/safetensors), so ``--resume latest`` continues bit-id
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -33,7 +32,7 @@ from ..data import StepBatchSampler
 from ..models import LlamaGenConfig, LlamaGenForConditionalGeneration
 from ..models.modeling_llamagen import check_cfg_interval, check_guidance_scale
 from .codes import load_codes
-from .config import explicit_options, make_config, option, run_cli
+from .config import TrainingConfig, explicit_options, make_config, option, override, run_cli
 from .config import parse_args as _parse_args
 from .loop import Part, Run, Task, atomic_dir, save_image_grid
 from .loop import train as run_training
@@ -45,11 +44,25 @@ IMAGENET_TRAIN_IMAGES = 1_281_167
 
 
 @dataclass
-class LlamaGenTrainingConfig:
+class LlamaGenTrainingConfig(TrainingConfig):
+    # the shared options (TrainingConfig) whose default or help differs here
+    batch_size: int = override("batch_size", 32, "sequences per process and micro-batch")
+    learning_rate: float = override("learning_rate", help="lr for a global batch of 256 (scaled linearly when scale_lr)")
+    scale_lr: bool = override("scale_lr", help="scale the lr with the global batch (batch x processes x accumulation) "
+                              "/ 256")  # fmt: skip
+    lr_scheduler: str = override("lr_scheduler", "constant")
+    num_epochs: float | None = override(
+        "num_epochs",
+        help="train this many epochs of the codes instead of max_steps; an epoch is one pass over the codes dataset's "
+        "ROWS (one per image view: a ten-crop codes dataset holds 10 rows per image)",
+    )
+    weight_decay: float = override("weight_decay", 0.05, "AdamW weight decay, on >= 2-D parameters only")
+    output_dir: str = override("output_dir", "outputs/llamagen")
+    checkpoint_every: int = override("checkpoint_every", 5000)
+    log_every: int = override("log_every", 50)
     # data
     codes: str | None = option(None, "codes dataset: a save_to_disk folder of extract-codes, or a Hub dataset id")
     codes_split: str = option("train", "split of the codes dataset")
-    num_workers: int = option(0, "dataloader worker processes")
     # model
     model: str = option("GPT-B", "GPT-B, GPT-L, GPT-XL, GPT-XXL or GPT-3B (fullvq_hf.models.LLAMAGEN_PRESETS)")
     init_from: str | None = option(None, "a from_pretrained generator (folder or Hub id) to fine-tune")
@@ -65,42 +78,6 @@ class LlamaGenTrainingConfig:
     resid_dropout_prob: float = option(0.1, "residual dropout")
     ffn_dropout_prob: float = option(0.1, "feed-forward dropout")
     gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory)")
-    # optimisation
-    batch_size: int = option(32, "sequences per process and micro-batch")
-    gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step")
-    global_batch_size: int | None = option(
-        None, "the global batch the recipe needs: an error unless batch x processes x accumulation equals it"
-    )
-    max_steps: int = option(1000, "optimizer steps")
-    learning_rate: float = option(1e-4, "lr for a global batch of 256 (scaled linearly when scale_lr)")
-    scale_lr: bool = option(True, "scale the lr with the global batch (batch x processes x accumulation) / 256")
-    lr_scheduler: str = option("constant", "'constant', 'cosine', 'linear', 'annealing' or 'annealing-cosine'")
-    warmup_steps: int = option(0, "linear warm-up steps")
-    # shared with the tokenizer trainer, resolved in loop.train (see fullvq_hf.training.config's *_HELP)
-    num_epochs: float | None = option(
-        None,
-        "train this many epochs of the codes instead of max_steps; an epoch is one pass over the codes dataset's "
-        "ROWS (one per image view: a ten-crop codes dataset holds 10 rows per image)",
-    )
-    warmup_epochs: float | None = option(None, "warm-up in epochs instead of warmup_steps")
-    hold_fraction: float | None = option(None, "annealing schedules: lr held at 1 up to this progress; none = 0.3")
-    warmup_start_factor: float | None = option(None, "lr factor at the first warm-up step; none = 0.005")
-    adam_beta1: float = option(0.9, "AdamW beta1")
-    adam_beta2: float = option(0.95, "AdamW beta2")
-    weight_decay: float = option(0.05, "AdamW weight decay, on >= 2-D parameters only")
-    max_grad_norm: float = option(1.0, "gradient clipping norm; 0 only measures")
-    mixed_precision: str = option("no", "'no', 'bf16' or 'fp16'")
-    ema_decay: float = option(0.0, "EMA decay of the exported weights (diffusers EMAModel); 0 disables EMA")
-    compile: bool = option(False, "torch.compile the model")
-    seed: int = option(0, "random seed")
-    # output
-    output_dir: str = option("outputs/llamagen", "run folder: checkpoints, model, logs, samples, results")
-    overwrite_output_dir: bool = option(False, "start a new run in a folder holding another run (removes its outputs)")
-    checkpoint_every: int = option(5000, "steps between checkpoints; 0 disables them")
-    checkpoints_total_limit: int | None = option(3, "checkpoints kept; none keeps all")
-    resume: str | None = option(None, "'latest' or a checkpoint folder")
-    log_every: int = option(50, "steps between logs")
-    report_to: str = option("tensorboard", "an accelerate tracker name, or 'none'")
     # sample grids: sampled tokens every sample_every steps (.npy), decoded to a PNG when a tokenizer is given
     sample_every: int = option(5000, "steps between sample grids (tokens .npy, PNG with --tokenizer); 0 disables")
     tokenizer: str | None = option(None, "from_pretrained source of the tokenizer that made the codes (PNG grids)")
@@ -115,10 +92,6 @@ class LlamaGenTrainingConfig:
     sample_temperature: float = option(1.0, "sampling temperature")
     sample_top_k: int | None = option(None, "top-k sampling; none disables it")
     sample_top_p: float = option(1.0, "top-p sampling")
-    preset: str | None = option(None, "a named recipe (its values are the defaults of the other options)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # ImageNet 256 x 256 with a downsample-16 tokenizer: 16 x 16 tokens, 1000 classes; 300 epochs of 1,281,167 images

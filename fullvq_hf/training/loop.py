@@ -54,6 +54,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from .config import TrainingConfig, explicit_options
 from .schedules import get_scheduler, scale_lr
 
 __all__ = [
@@ -430,7 +431,7 @@ class Task:
 class Run:
     """The state of a running training, given to the task's methods."""
 
-    cfg: Any
+    cfg: TrainingConfig
     accelerator: Accelerator
     parts: list[Part]
     state: TrainState
@@ -593,16 +594,14 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _pick(cfg: Any, derived: str, base: str) -> str | None:
+def _pick(cfg: TrainingConfig, derived: str, base: str) -> str | None:
     """How the ``derived`` option (e.g. ``num_epochs``) relates to ``base`` (``max_steps``): None when unset or
     overridden, "derive" when it decides ``base``, "check" when both were given explicitly (a recorded
     ``training_config.json`` holds both: they must then agree). Later wins as in ``make_config``: a ``base`` the user
     set explicitly overrides a ``derived`` that came from a preset (which is then cleared, so
     ``training_config.json`` records what was used)."""
-    if getattr(cfg, derived, None) is None:
+    if getattr(cfg, derived) is None:
         return None
-    from .config import explicit_options
-
     given = explicit_options(cfg)
     if base in given and derived not in given:
         setattr(cfg, derived, None)
@@ -610,11 +609,11 @@ def _pick(cfg: Any, derived: str, base: str) -> str | None:
     return "check" if base in given else "derive"
 
 
-def check_global_batch(cfg: Any, num_processes: int) -> None:
+def check_global_batch(cfg: TrainingConfig, num_processes: int) -> None:
     """With ``global_batch_size`` set (a recipe's: the official scripts' ``--global-batch-size``), batch_size x
     processes x accumulation must equal it, since the lr scaling, the steps of an epoch and the recipe's results
     assume it. Otherwise a ValueError naming the options that get there (or ``--global-batch-size none``)."""
-    want = getattr(cfg, "global_batch_size", None)
+    want = cfg.global_batch_size
     if want is None:
         return
     have = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
@@ -633,7 +632,7 @@ def check_global_batch(cfg: Any, num_processes: int) -> None:
     )
 
 
-def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> None:
+def resolve_epochs(cfg: TrainingConfig, num_examples: int | None, global_batch: int) -> None:
     """``num_epochs`` -> ``max_steps`` and ``warmup_epochs`` -> ``warmup_steps``, in optimizer steps of
     ``steps_per_epoch = num_examples // global_batch`` (the official loaders drop the last partial batch:
     FVQ-*.sh on ImageNet-1k, 1,281,167 // 128 = 10,009 steps an epoch). ``num_examples`` None (unknown length) is
@@ -673,10 +672,10 @@ def resolve_epochs(cfg: Any, num_examples: int | None, global_batch: int) -> Non
         setattr(cfg, base, steps)
 
 
-def schedule_options(cfg: Any) -> dict[str, float]:
+def schedule_options(cfg: TrainingConfig) -> dict[str, float]:
     """The keyword options of ``get_scheduler`` the config sets (``hold_fraction``, ``warmup_start_factor``)."""
     options: dict[str, float] = {}
-    hold = getattr(cfg, "hold_fraction", None)
+    hold = cfg.hold_fraction
     if hold is not None:
         if cfg.lr_scheduler not in ANNEALING:
             raise ValueError(
@@ -684,13 +683,13 @@ def schedule_options(cfg: Any) -> dict[str, float]:
                 f"{cfg.lr_scheduler}; drop it or choose an annealing schedule."
             )
         options["hold_fraction"] = float(hold)
-    start = getattr(cfg, "warmup_start_factor", None)
+    start = cfg.warmup_start_factor
     if start is not None:
         options["start_factor"] = float(start)
     return options
 
 
-def _schedule(cfg: Any, optimizer: torch.optim.Optimizer):
+def _schedule(cfg: TrainingConfig, optimizer: torch.optim.Optimizer):
     # a warm-up longer than a (short) run is clipped, so a 3-step smoke run of any preset works
     warmup_steps = min(cfg.warmup_steps, max(0, cfg.max_steps - 1))
     return get_scheduler(cfg.lr_scheduler, optimizer, cfg.max_steps, warmup_steps, **schedule_options(cfg))
@@ -706,12 +705,10 @@ def _broadcast_ok(accelerator: Accelerator, ok: bool) -> bool:
     return bool(broadcast(flag).item())
 
 
-def train(cfg: Any, task: Task) -> dict[str, Any]:
-    """Run ``task`` as described by ``cfg`` (fields used here: output_dir, mixed_precision,
-    gradient_accumulation_steps, report_to, seed, batch_size, learning_rate, scale_lr, lr_scheduler, warmup_steps,
-    max_steps, max_grad_norm, ema_decay, compile, resume, overwrite_output_dir, log_every, checkpoint_every,
-    checkpoints_total_limit; and when set global_batch_size, num_epochs, warmup_epochs, hold_fraction,
-    warmup_start_factor). Returns the results (also written to ``output_dir/results.json``).
+def train(cfg: TrainingConfig, task: Task) -> dict[str, Any]:
+    """Run ``task`` as described by ``cfg``: a trainer's options, a ``TrainingConfig`` subclass whose shared
+    fields are the ones used here (the trainer's own fields are its task's business); ``cfg.to_dict()`` is recorded
+    in ``training_config.json``. Returns the results (also written to ``output_dir/results.json``).
 
     Run length: ``global_batch_size`` is checked (``check_global_batch``), ``num_epochs`` / ``warmup_epochs`` set
     ``max_steps`` / ``warmup_steps`` from ``task.num_train_examples()`` (see ``resolve_epochs``); ``cfg`` is
@@ -734,7 +731,7 @@ def train(cfg: Any, task: Task) -> dict[str, Any]:
     parts = task.build(
         accelerator, lr
     )  # user errors about the data or model surface before anything is written
-    if getattr(cfg, "num_epochs", None) is not None or getattr(cfg, "warmup_epochs", None) is not None:
+    if cfg.num_epochs is not None or cfg.warmup_epochs is not None:
         resolve_epochs(cfg, task.num_train_examples(), global_batch)
     _schedule(cfg, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0))  # its errors before any write
 
