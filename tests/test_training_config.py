@@ -131,3 +131,16 @@ def test_help_lists_the_trainers_own_options_then_the_shared_ones_under_their_he
     for f in dataclasses.fields(cls):
         if f.name not in TrainingConfig.__dataclass_fields__:
             assert f"--{f.name} " in own and f"--{f.name} " not in shared, f.name
+
+
+def test_extract_codes_parses_its_boolean_flags_like_the_trainers():
+    from fullvq_hf.training.codes import build_parser
+
+    parser = build_parser()
+    required = ["--tokenizer", "t", "--output-dir", "o"]
+    args = parser.parse_args(required + ["--convert-channels", "true", "--overwrite", "no", "--private", "1"])
+    assert (args.convert_channels, args.overwrite, args.private) == (True, False, True)
+    defaults = parser.parse_args(required)
+    assert (defaults.convert_channels, defaults.overwrite, defaults.private) == (False, False, None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(required + ["--overwrite", "maybe"])

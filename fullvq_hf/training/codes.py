@@ -433,13 +433,9 @@ def load_codes(source: str | os.PathLike, split: str = "train"):
 
 
 # ---------------------------------------------------------------------------------------------------- command line
-def _parse_bool(value: str) -> bool:
-    from .config import _parse_bool as parse
-
-    return parse(value)
-
-
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    from transformers.hf_argparser import string_to_bool  # the trainers' flags parse booleans the same way
+
     p = argparse.ArgumentParser(
         prog=prog, description="Tokenize an image dataset into a codes dataset for LlamaGen."
     )
@@ -463,14 +459,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument(
-        "--convert-channels", type=_parse_bool, default=False, help="allow grey data for RGB tokenizer"
+        "--convert-channels", type=string_to_bool, default=False, help="allow grey data for RGB tokenizer"
     )
-    p.add_argument("--overwrite", type=_parse_bool, default=False)
+    p.add_argument("--overwrite", type=string_to_bool, default=False)
     p.add_argument("--output-dir", required=True)
     p.add_argument(
         "--push-to-hub", metavar="REPO_ID", help="also push the dataset (and fullvq_codes.json) here"
     )
-    p.add_argument("--private", type=_parse_bool, default=None)
+    p.add_argument("--private", type=string_to_bool, default=None)
     return p
 
 
