@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = sorted({r["step"] for r in rows})
     table = {(r["step"], r["split"]): r for r in rows}
     lines = [f"# {title}", "", "| step | " + " | ".join(f"{s} usage | {s} codes used" for s in SPLITS)
-             + " | dead share per patch position (test): min / median / max |", "|---" * (2 + 2 * len(SPLITS)) + "|"]  # fmt: skip
+             + " | dead share per patch position (test): min / median / max | positions with no used code |",
+             "|---" * (3 + 2 * len(SPLITS)) + "|"]  # fmt: skip
     for s in steps:
         cells = []
         for split in SPLITS:
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
         by_pos = (table.get((s, "test")) or {}).get("dead_by_position")
         cells.append(" / ".join(f"{v:.1%}" for v in torch.tensor(by_pos).quantile(torch.tensor([0, 0.5, 1.0])).tolist())
                      if by_pos else "-")  # fmt: skip
+        cells.append(f"{sum(v == 1.0 for v in by_pos)} of {len(by_pos)}" if by_pos else "-")
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
     prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(rows, title, prefix.with_suffix(".png"))
