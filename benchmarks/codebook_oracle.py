@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fullvq_hf import CodebookUsage
 from fullvq_hf.data import load_fashion_mnist, to_pixels
 from fullvq_hf.models.loading import load_tokenizer
 from fullvq_hf.models.quantizers import nearest_codes
@@ -39,12 +40,18 @@ def latents(model, split: str, batch: int = 1000) -> torch.Tensor:
     return torch.cat(out)
 
 
-def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
+def search_stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Exact search of the latents ``z`` (N, D) in ``codebook`` (K, D): the per-code counts and ``CodebookUsage``'s
+    summary (usage, perplexity, used / dead codes, tokens) with the mean squared quantization error ``mse``."""
     ids, dist = nearest_codes(z, codebook)
-    counts = torch.bincount(ids, minlength=codebook.shape[0])
-    p = counts.double() / counts.sum()
-    ppl = float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
-    return counts, f"usage {(counts > 0).double().mean():.4%}  mse {dist.mean():.5f}  perplexity {ppl:,.0f}"
+    usage = CodebookUsage(codebook.shape[0])
+    usage.update(ids)
+    return usage.counts, {**usage.compute(sync=False), "mse": float(dist.double().mean())}
+
+
+def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
+    counts, s = search_stats(z, codebook)
+    return counts, f"usage {s['usage']:.4%}  mse {s['mse']:.5f}  perplexity {s['perplexity']:,.0f}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,10 +5,10 @@
 RUN_DIR is a Fashion-MNIST tokenizer run trained with ``--checkpoint-every N --checkpoints-total-limit none``
 (e.g. ``examples/train_tokenizer.py --preset cpu-fmnist-fvq --lr-scheduler constant ...``). With a constant lr, the
 checkpoint at step s is exactly the run that stopped at s, so one run gives the whole curve. Each checkpoint's model
-is rebuilt from the run's ``training_config.json``; its encoder's latents over the split are searched exactly
-(``nearest_codes``) against the codebook the model searches (C' = bridge(C) for FVQ), as in
-``benchmarks/codebook_oracle.py``. Reported per checkpoint and split: usage (codes hit at least once), codes used,
-perplexity, mean squared quantization error.
+is rebuilt from the run's ``training_config.json``; its encoder's latents over the split (l2-normalised first for a
+cosine-search model, as its quantizer does) are searched exactly against the codebook the model searches
+(C' = bridge(C) for FVQ) with ``codebook_oracle.search_stats``. Reported per checkpoint and split: usage (codes hit at
+least once), codes used, perplexity, mean squared quantization error.
 
 Writes ``--output``.json (rows already there are reused, so rerun it as checkpoints arrive), .md and .png (usage
 against steps, both splits); default RUN_DIR/usage_vs_steps.*. For FVQ it also gives, per checkpoint, the share of
@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from codebook_oracle import latents  # noqa: E402
+from codebook_oracle import latents, search_stats  # noqa: E402
 
-from fullvq_hf.models.quantizers import nearest_codes  # noqa: E402
 from fullvq_hf.training.config import make_config  # noqa: E402
 from fullvq_hf.training.tokenizer_trainer import build_model  # noqa: E402
 
@@ -124,17 +124,17 @@ def main(argv: list[str] | None = None) -> None:
             for split in splits:
                 t0 = time.perf_counter()
                 z = latents(model, split)
-                ids, dist = nearest_codes(z, codebook)
-                counts = torch.bincount(ids, minlength=codebook.shape[0])
-                prob = counts.double() / counts.sum()
+                if model.quantize.use_l2_norm:  # the cosine search: latents normalised as the quantizer does
+                    z = F.normalize(z, dim=-1)
+                counts, summary = search_stats(z, codebook)
                 row = {
                     "step": step,
                     "split": split,
-                    "tokens": len(z),
-                    "codes_used": int((counts > 0).sum()),
-                    "usage": float((counts > 0).double().mean()),
-                    "perplexity": float(torch.exp(-(prob * prob.clamp_min(1e-30).log()).sum())),
-                    "mse": float(dist.double().mean()),
+                    "tokens": summary["num_tokens"],
+                    "codes_used": summary["used_codes"],
+                    "usage": summary["usage"],
+                    "perplexity": summary["perplexity"],
+                    "mse": summary["mse"],
                     "dead_by_position": dead_by_position(model, counts),
                     "seconds": round(time.perf_counter() - t0, 1),
                 }
