@@ -53,9 +53,10 @@ def dead_by_position(model, counts: torch.Tensor) -> list[float] | None:
     bridge = getattr(model.quantize, "qbridge", None)
     if bridge is None:
         return None
-    (gh, gw), p = bridge.grid, bridge.patch_size
-    dead = (counts == 0).view(gh // p, p, gw // p, p).permute(0, 2, 1, 3).reshape(-1, p * p)
-    return [round(float(v), 5) for v in dead.double().mean(0)]
+    positions = bridge.code_positions()
+    p2 = bridge.patch_size**2
+    dead = torch.zeros(p2, dtype=torch.float64).index_add_(0, positions, (counts.cpu() == 0).double())
+    return [round(float(v), 5) for v in dead / (len(positions) // p2)]
 
 
 def plot(rows: list[dict], title: str, path: Path) -> None:

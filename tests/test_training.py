@@ -395,6 +395,7 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
         str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(tmp_path),
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
+        "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -407,6 +408,8 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["num_processes"] == 2
     assert results["replicas_identical"] is True and len(results["replica_checksums"]) == 2
+    last_log = json.loads((tmp_path / "log_history.jsonl").read_text().splitlines()[-1])
+    assert last_log["bridge_restarts"] > 0
     assert results["images_seen"] == 6 * 4 * 2  # global batch = 2 processes x 4
     # the eval split is sharded across the ranks; usage counts must cover both shards exactly
     assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16

@@ -206,7 +206,32 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm_final(x))
 
 
-class VQBridge(nn.Module):
+class BridgePositions:
+    """What both bridges share about the positions inside a patch: the final layer turns each p x p patch token
+    into p*p codes, with its own block of D weight rows (and biases) per position, so the codes at one position form
+    a sub-codebook of K / p^2 codes (one affine image of the patch features). A position's rows learn only when one
+    of its codes is picked: a position none of whose codes is picked stays dead as a whole."""
+
+    def code_positions(self) -> torch.Tensor:
+        """(K,) int64: the position inside its patch, ``p_row * p + p_col``, of every code index."""
+        (_, gw), p = self.grid, self.patch_size
+        k = torch.arange(self.codebook_size)
+        return (k // gw % p) * p + k % gw % p
+
+    @torch.no_grad()
+    def copy_position(self, source: int, targets: list[int], noise: float = 0.1) -> None:
+        """Give each position in ``targets`` the final-layer rows (weight and bias) of position ``source``, the
+        weight plus Gaussian noise of ``noise`` x its standard deviation (drawn from torch's global generator, one
+        draw per target in order): the targets' sub-codebooks become near-copies of the source's."""
+        d = self.codebook_dim
+        weight, bias = self.final_layer.linear.weight, self.final_layer.linear.bias
+        src_w, src_b = weight[source * d : (source + 1) * d].clone(), bias[source * d : (source + 1) * d].clone()
+        for j in targets:
+            weight[j * d : (j + 1) * d] = src_w + noise * src_w.std() * torch.randn_like(src_w)
+            bias[j * d : (j + 1) * d] = src_b
+
+
+class VQBridge(BridgePositions, nn.Module):
     """Projects a raw codebook (K, D) to the codebook used for search (K, D)."""
 
     def __init__(
@@ -328,7 +353,7 @@ class DiTFinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
-class DiTVQBridge(nn.Module):
+class DiTVQBridge(BridgePositions, nn.Module):
     """The official recipes' bridge: raw codebook (K, D) -> projected codebook (K, D), or one per class label.
 
     Args:

@@ -179,6 +179,10 @@ class TokenizerTrainingConfig(TrainingConfig):
     )
     discriminator_lr: float | None = option(None, "discriminator lr; none = the generator's lr")
     bridge_lr_multiplier: float = option(1.0, "lr of the VQBridge (quantize.qbridge.*) as a multiple of the model's lr")
+    bridge_restart_every: int = option(
+        0, "every N steps, each VQBridge patch position none of whose codes was picked in those N steps gets the "
+        "final-layer rows of the most-picked position, plus noise of 0.1 x their std; 0 = off, as the official recipe"
+    )
     # output
     image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
     eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")

@@ -418,6 +418,13 @@ class Task:
     def on_step_end(self, run: Run) -> None:
         """After each optimizer step (sample grids, ...)."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """The task's own training state (JSON), saved in each checkpoint's trainer state and resumed."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (``{}`` from a checkpoint that has none)."""
+
     def export(self, run: Run, model: torch.nn.Module) -> None:
         """Save the trained (bare, EMA-applied) model; main process only. Use ``atomic_dir``."""
         raise NotImplementedError
@@ -443,6 +450,7 @@ class Run:
     last_logs: dict[str, float] = field(default_factory=dict)
     start_step: int = 0
     train_time: float = 0.0
+    task: Task | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -474,6 +482,9 @@ class Run:
                  "schedulers": {p.name: p.scheduler.state_dict() for p in self.parts}}  # fmt: skip
         if self.ema is not None:
             state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
+        task_state = self.task.state_dict() if self.task is not None else {}
+        if task_state:
+            state["task"] = task_state
         return state
 
     def save_checkpoint(self) -> Path:
@@ -517,6 +528,8 @@ class Run:
         self.state.load_state_dict(trainer_state["step_state"])
         for part in self.parts:
             part.scheduler.load_state_dict(trainer_state["schedulers"][part.name])
+        if self.task is not None:
+            self.task.load_state_dict(trainer_state.get("task", {}))
         if self.ema is not None:
             if "ema" in trainer_state:
                 shadow = load_file(str(path / EMA_WEIGHTS), device=str(acc.device))
@@ -766,7 +779,7 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
         set_seed(cfg.seed, device_specific=True)
 
     run = Run(cfg=cfg, accelerator=accelerator, parts=parts, state=TrainState(task.counters), out_dir=out_dir,
-              lr=lr, global_batch=global_batch)  # fmt: skip
+              lr=lr, global_batch=global_batch, task=task)  # fmt: skip
     if cfg.ema_decay > 0:
         from diffusers.training_utils import EMAModel
 

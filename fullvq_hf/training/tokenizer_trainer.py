@@ -41,6 +41,7 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
+from .restarts import BridgePositionRestarts
 
 logger = logging.getLogger(__name__)
 
@@ -323,12 +324,17 @@ class TokenizerTask(Task):
         # FVQ / LlamaGen weigh the discriminator's loss with their disc_weight (= gan_weight); VQGAN-LC does not (1)
         self.d_weight = cfg.gan_weight if cfg.discriminator_loss_weight is None else cfg.discriminator_loss_weight
         self.last = None  # (pixels, reconstruction) of the last micro-batch, for the image grid
+        self.restarts = None  # BridgePositionRestarts with --bridge-restart-every
         self.train_dataset = None
 
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
         cfg = self.cfg
         model = build_model(cfg)
         record_trained_architecture(cfg, model)
+        self.restarts = (
+            BridgePositionRestarts(model, cfg.bridge_restart_every, accelerator) if cfg.bridge_restart_every else None
+        )
+        self._restart_checked = -1  # the step whose restart is done (micro-batches of one step share it)
         adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
                                                        **adam))]
@@ -366,6 +372,9 @@ class TokenizerTask(Task):
         if x is None:
             return None
         x = x.to(acc.device)
+        if self.restarts is not None and self._restart_checked != state.step:
+            self.restarts.step(state.step)
+            self._restart_checked = state.step
         gan_active = self.use_gan and state.step >= cfg.gan_start_step
         with acc.autocast():
             out = run.model(x)
@@ -409,6 +418,8 @@ class TokenizerTask(Task):
             run.optimize(self.d_weight * d_loss, part_d)
             logs["loss/discriminator"] = d_loss.detach()
         self.usage.update(out.indices)
+        if self.restarts is not None:
+            self.restarts.update(out.indices)
         state.images_seen += x.shape[0] * acc.num_processes
         self.last = (x, out.sample)
         return logs
@@ -421,7 +432,16 @@ class TokenizerTask(Task):
         metrics = dict(usage=stats["usage"], perplexity=stats["perplexity"], dead_codes=stats["dead_codes"],
                        images_per_second=images / max(now - self.t_last, 1e-9), skipped_images=run.state.skipped_images)  # fmt: skip
         self.t_last, self.images_last = now, run.state.images_seen
+        if self.restarts is not None:
+            metrics["bridge_restarts"] = self.restarts.restarted
         return metrics
+
+    def state_dict(self) -> dict:
+        return {"bridge_restarts": self.restarts.state_dict()} if self.restarts is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.restarts is not None and "bridge_restarts" in state:
+            self.restarts.load_state_dict(state["bridge_restarts"])
 
     def on_step_end(self, run: Run) -> None:
         step = run.state.step
