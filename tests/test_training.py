@@ -281,7 +281,8 @@ _TORCHRUN_OF_2 = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADD
 def test_launch_mistakes_are_detected_and_name_the_cpu_command():
     from fullvq_hf.training.loop import RunError, check_launch
 
-    with pytest.raises(RunError, match=r"starts only ONE process.*ACCELERATE_USE_CPU=true accelerate launch --multi_gpu"):
+    one_process = r"starts only ONE process.*ACCELERATE_USE_CPU=true accelerate launch --multi_gpu.*MASTER_PORT.*unset"
+    with pytest.raises(RunError, match=one_process):
         check_launch(1, _SIMPLE_LAUNCH_OF_2)
     with pytest.raises(RunError, match=r"did not join one process group.*ACCELERATE_USE_CPU=true accelerate launch"):
         check_launch(1, _TORCHRUN_OF_2)

@@ -135,7 +135,8 @@ def check_launch(num_processes: int, env: dict[str, str] | None = None) -> None:
     if launched and "WORLD_SIZE" not in env and not mpi and num_processes == 1:
         raise RunError(
             "`accelerate launch --cpu --num_processes N` starts only ONE process (accelerate's simple launcher). "
-            f"For N CPU processes run: {CPU_MULTIPROCESS_COMMAND}; for one process, drop --num_processes."
+            f"For N CPU processes run: {CPU_MULTIPROCESS_COMMAND}; for one process, drop --num_processes (or, if "
+            "MASTER_ADDR and MASTER_PORT are exported in your shell, unset them: they look like that launch)."
         )
 
 
