@@ -99,6 +99,12 @@ def test_restarts_need_a_bridge():
                   norm_num_groups=4, codebook_size=64, codebook_dim=4, quantizer_type="vq")  # fmt: skip
     with pytest.raises(ValueError, match="has none.*leave bridge_restart_every at 0"):
         BridgePositionRestarts(vq, every=20, accelerator=Accelerator(cpu=True))
+    fvq = FVQModel(in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
+                   norm_num_groups=4, codebook_size=64, codebook_dim=4, bridge_patch_size=2, bridge_hidden_size=16)  # fmt: skip
+    with pytest.raises(ValueError, match="must be a positive number of steps"):
+        BridgePositionRestarts(fvq, every=-1, accelerator=Accelerator(cpu=True))
+    restarts = BridgePositionRestarts(fvq, every=2, accelerator=Accelerator(cpu=True))
+    assert restarts.step(0) == [] and restarts.state_dict() == {"hits": [0] * 4, "restarted": 0}  # no window yet
 
 
 def _run(out, **kw):
