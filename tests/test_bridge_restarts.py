@@ -3,10 +3,12 @@ rows to others, and the trainer's ``--bridge-restart-every`` (counting, restarti
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 
 from fullvq_hf import FVQModel
@@ -29,6 +31,13 @@ def _trained(make):
         if p.dim() > 1 and not p.abs().sum():
             torch.nn.init.normal_(p, std=0.3)
     return bridge
+
+
+def _fvq(**kw):
+    """A tiny FVQ model: 64 codes of dim 4, ViT bridge with 2 x 2 patches (4 positions)."""
+    return FVQModel(in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
+                    norm_num_groups=4, codebook_size=64, codebook_dim=4, bridge_patch_size=2, bridge_hidden_size=16,
+                    **kw)  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", sorted(BRIDGES))
@@ -67,8 +76,7 @@ def test_copy_position_makes_the_targets_copies_of_the_source(kind):
 
 def test_restarts_copy_the_most_picked_position_into_the_unpicked_ones_every_n_steps():
     torch.manual_seed(0)
-    model = FVQModel(in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
-                     norm_num_groups=4, codebook_size=64, codebook_dim=4, bridge_patch_size=2, bridge_hidden_size=16)  # fmt: skip
+    model = _fvq()
     bridge = model.quantize.qbridge
     for p in bridge.final_layer.parameters():
         torch.nn.init.normal_(p, std=0.3)
@@ -95,16 +103,16 @@ def test_restarts_copy_the_most_picked_position_into_the_unpicked_ones_every_n_s
 
 
 def test_restarts_need_a_bridge():
-    vq = FVQModel(in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
-                  norm_num_groups=4, codebook_size=64, codebook_dim=4, quantizer_type="vq")  # fmt: skip
     with pytest.raises(ValueError, match="has none.*leave bridge_restart_every at 0"):
-        BridgePositionRestarts(vq, every=20, accelerator=Accelerator(cpu=True))
-    fvq = FVQModel(in_channels=1, out_channels=1, block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
-                   norm_num_groups=4, codebook_size=64, codebook_dim=4, bridge_patch_size=2, bridge_hidden_size=16)  # fmt: skip
+        BridgePositionRestarts(_fvq(quantizer_type="vq"), every=20, accelerator=Accelerator(cpu=True))
+    fvq = _fvq()
     with pytest.raises(ValueError, match="must be a positive number of steps"):
         BridgePositionRestarts(fvq, every=-1, accelerator=Accelerator(cpu=True))
     restarts = BridgePositionRestarts(fvq, every=2, accelerator=Accelerator(cpu=True))
     assert restarts.step(0) == [] and restarts.state_dict() == {"hits": [0] * 4, "restarted": 0}  # no window yet
+    sharded = SimpleNamespace(distributed_type=DistributedType.FSDP)  # an FSDP run's accelerator, as far as it is read
+    with pytest.raises(ValueError, match="FSDP shards across processes; train with DDP"):
+        BridgePositionRestarts(fvq, every=2, accelerator=sharded)
 
 
 def _run(out, **kw):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
+from accelerate.utils import DistributedType, broadcast
 
 
 class BridgePositionRestarts:
@@ -27,6 +27,13 @@ class BridgePositionRestarts:
             )
         if every < 1:
             raise ValueError(f"bridge_restart_every must be a positive number of steps (or 0: off), got {every}.")
+        sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+        if accelerator.distributed_type in sharded:
+            raise ValueError(
+                f"bridge_restart_every={every} rewrites rows of the bridge's final layer in place, which "
+                f"{accelerator.distributed_type.value} shards across processes; train with DDP (a plain "
+                "`accelerate launch --multi_gpu`) or leave bridge_restart_every at 0."
+            )
         self.bridge, self.every, self.noise, self.accelerator = bridge, every, noise, accelerator
         self.positions = bridge.code_positions()
         self.hits = torch.zeros(bridge.patch_size**2, dtype=torch.long)
