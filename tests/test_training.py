@@ -389,14 +389,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp_path):
+def _launch_two_processes(out, *extra: str) -> None:
     env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-        str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(tmp_path),
+        str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(out),
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
         "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
+        "--dead-code-pull", "1", "--dead-code-window", "1",  # codes picked by either process are alive
+        *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -406,6 +408,10 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
         output, _ = proc.communicate()
         pytest.fail("two-process run did not finish in 900 s; its output ends with:\n" + output[-4000:])
     assert proc.returncode == 0, output[-4000:]
+
+
+def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp_path):
+    _launch_two_processes(tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["num_processes"] == 2
     assert results["replicas_identical"] is True and len(results["replica_checksums"]) == 2
@@ -415,6 +421,13 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     # the eval split is sharded across the ranks; usage counts must cover both shards exactly
     assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16
     assert list_checkpoints(tmp_path / "checkpoints")
+    # resumed from step 3, in the middle of a restart window and a dead-code window: the picks both processes made
+    # before the checkpoint count as in the uninterrupted run, so the weights are the same to the bit
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "checkpoints" / "checkpoint-00000003", resumed / "checkpoints" / "checkpoint-00000003")
+    _launch_two_processes(resumed, "--resume", "latest", "--eval-split", "none")
+    _assert_same_weights(tmp_path, resumed)
 
 
 def test_finetune_from_pretrained_with_bf16_accumulation_and_ema(reference_run, tmp_path):

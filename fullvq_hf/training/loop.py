@@ -420,11 +420,12 @@ class Task:
         """After each optimizer step (sample grids, ...)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """The task's own training state (JSON), saved in each checkpoint's trainer state and resumed."""
+        """The task's own training state (JSON), saved in each checkpoint's trainer state and resumed. Called on
+        every process at the same point (so it may reduce across them); the main process's return is saved."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned (``{}`` from a checkpoint that has none)."""
+        """Restore what ``state_dict`` returned (``{}`` from a checkpoint that has none), on every process."""
 
     def export(self, run: Run, model: torch.nn.Module) -> None:
         """Save the trained (bare, EMA-applied) model; main process only. Use ``atomic_dir``."""
@@ -478,12 +479,11 @@ class Run:
     def checkpoint_dir(self) -> Path:
         return self.out_dir / "checkpoints"
 
-    def _trainer_state(self) -> dict:
+    def _trainer_state(self, task_state: dict) -> dict:
         state = {"step_state": self.state.state_dict(),
                  "schedulers": {p.name: p.scheduler.state_dict() for p in self.parts}}  # fmt: skip
         if self.ema is not None:
             state["ema"] = {k: v for k, v in self.ema.state_dict().items() if k != "shadow_params"}
-        task_state = self.task.state_dict() if self.task is not None else {}
         if task_state:
             state["task"] = task_state
         return state
@@ -501,11 +501,12 @@ class Run:
         acc.save_state(str(tmp), safe_serialization=True)
         tensors, meta = _rng_state()
         save_file(tensors, str(tmp / f"rng_state_{acc.process_index}.safetensors"), metadata=meta)
+        task_state = self.task.state_dict() if self.task is not None else {}  # every process: it may reduce
         acc.wait_for_everyone()
         if acc.is_main_process:
             for pickled in tmp.glob("*.pkl"):  # accelerate's pickled RNG states: ours are in rng_state_*
                 pickled.unlink()
-            (tmp / TRAINER_STATE).write_text(json.dumps(self._trainer_state(), indent=1))
+            (tmp / TRAINER_STATE).write_text(json.dumps(self._trainer_state(task_state), indent=1))
             if self.ema is not None:
                 names = [n for n, _ in self.bare().named_parameters()]
                 save_file({n: s.detach().contiguous() for n, s in zip(names, self.ema.shadow_params)},
