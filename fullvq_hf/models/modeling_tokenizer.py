@@ -43,8 +43,6 @@ class VQTokenizerOutput(BaseOutput):
         loss (`torch.Tensor`): The quantizer's weighted loss (codebook + beta * commitment + entropy).
         codebook_loss, commitment_loss, entropy_loss (`torch.Tensor`): Its unweighted terms.
         perplexity, batch_usage (`torch.Tensor`): Code statistics of this batch (no gradient).
-        pull_loss (`torch.Tensor`): The quantizer's pull of ``pull_codes`` towards the batch's latents (unweighted,
-            not in ``loss``; zero when no codes were given).
     """
 
     # defaults let accelerate rebuild the output from a mapping (mixed-precision output casting)
@@ -56,7 +54,6 @@ class VQTokenizerOutput(BaseOutput):
     entropy_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     batch_usage: torch.Tensor | None = None
-    pull_loss: torch.Tensor | None = None
 
 
 class VQTokenizerMixin(HubPushMixin):
@@ -226,13 +223,10 @@ class VQTokenizerMixin(HubPushMixin):
         dec = self.decoder(self.post_quant_conv(quant))
         return DecoderOutput(sample=dec, commit_loss=loss) if return_dict else (dec, loss)
 
-    def forward(
-        self, sample: torch.Tensor, return_dict: bool = True, pull_codes: torch.LongTensor | None = None
-    ) -> VQTokenizerOutput | tuple:
-        """Pixels -> reconstruction, token ids and quantizer losses (training entry point). ``pull_codes``: code
-        ids for the quantizer's ``pull_loss`` (the trainer passes the codes it counts as dead)."""
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> VQTokenizerOutput | tuple:
+        """Pixels -> reconstruction, token ids and quantizer losses (training entry point)."""
         h = self.encode(sample).latents
-        q = self.quantize(h, pull_codes)
+        q = self.quantize(h)
         dec = self.decoder(self.post_quant_conv(q.quantized))
         out = VQTokenizerOutput(
             sample=dec,
@@ -243,7 +237,6 @@ class VQTokenizerMixin(HubPushMixin):
             entropy_loss=q.entropy_loss,
             perplexity=q.perplexity,
             batch_usage=q.batch_usage,
-            pull_loss=q.pull_loss,
         )
         return out if return_dict else out.to_tuple()
 

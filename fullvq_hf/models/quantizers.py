@@ -126,9 +126,6 @@ class QuantizerOutput(BaseOutput):
         codebook_loss (`torch.Tensor`): ``mean((z_q - sg(z))^2)`` (moves the codebook).
         commitment_loss (`torch.Tensor`): ``mean((sg(z_q) - z)^2)`` (moves the encoder), weighted by ``beta``.
         entropy_loss (`torch.Tensor`): LlamaGen's entropy regulariser, zero when disabled.
-        pull_loss (`torch.Tensor`): ``mean((c_k - sg(z_nearest(k)))^2)`` over the codes ``pull_codes`` asked for,
-            each against its nearest latent of this batch; zero without them. Not part of ``loss``: the caller
-            weighs it (the trainer's ``--dead-code-pull``).
         perplexity (`torch.Tensor`): ``exp(entropy)`` of the code histogram of this batch.
         batch_usage (`torch.Tensor`): Fraction of the codebook hit by this batch.
     """
@@ -141,7 +138,6 @@ class QuantizerOutput(BaseOutput):
     entropy_loss: torch.Tensor
     perplexity: torch.Tensor
     batch_usage: torch.Tensor
-    pull_loss: torch.Tensor | None = None
 
 
 class VectorQuantizer(nn.Module):
@@ -192,10 +188,7 @@ class VectorQuantizer(nn.Module):
         codebook = self.project_codebook()
         return F.normalize(codebook, dim=-1) if self.use_l2_norm else codebook
 
-    def forward(self, z: torch.Tensor, pull_codes: torch.LongTensor | None = None) -> QuantizerOutput:
-        """``z`` (B, D, h, w) -> quantised latents, ids, losses. ``pull_codes``: ids of codes (e.g. dead ones) to
-        draw towards the data: ``pull_loss`` is their mean squared distance to their nearest latent of this batch
-        (latents detached, so it moves only the codebook and what parametrises it)."""
+    def forward(self, z: torch.Tensor) -> QuantizerOutput:  # z: (B, D, h, w)
         b, d, h, w = z.shape
         if d != self.codebook_dim:
             raise ValueError(f"The quantizer expects latents with codebook_dim={self.codebook_dim} channels, got {d}.")
@@ -213,11 +206,6 @@ class VectorQuantizer(nn.Module):
             else z_flat.new_zeros(())
         )
         loss = self.codebook_loss_weight * codebook_loss + self.beta * commitment_loss + self.entropy_loss_weight * ent
-        pull_loss = z_flat.new_zeros(())
-        if pull_codes is not None and pull_codes.numel():
-            pulled = codebook[pull_codes]
-            nearest, _ = nearest_codes(pulled.detach(), z_flat.detach(), self.max_search_elements)
-            pull_loss = F.mse_loss(pulled, z_flat.detach()[nearest])
         z_st = z_flat + (z_q - z_flat).detach()  # straight-through
         quantized = z_st.reshape(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype)
         with torch.no_grad():
@@ -234,7 +222,6 @@ class VectorQuantizer(nn.Module):
             entropy_loss=ent,
             perplexity=perplexity,
             batch_usage=batch_usage,
-            pull_loss=pull_loss,
         )
 
     @torch.no_grad()

@@ -183,12 +183,6 @@ class TokenizerTrainingConfig(TrainingConfig):
         0, "every N steps, each VQBridge patch position none of whose codes was picked in those N steps gets the "
         "final-layer rows of the most-picked position, plus noise of 0.1 x their std; 0 = off, as the official recipe"
     )
-    dead_code_pull: float = option(
-        0.0, "weight of a loss drawing each dead code (not picked in the last dead_code_window steps) towards its "
-        "nearest latent of the batch, through the codebook's parametrisation (FVQ: the bridge); 0 = off, as the "
-        "official recipes"
-    )
-    dead_code_window: int = option(100, "steps without a pick after which a code counts as dead (dead_code_pull)")
     # output
     image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
     eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")

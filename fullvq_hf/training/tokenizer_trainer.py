@@ -41,7 +41,7 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from .restarts import BridgePositionRestarts, DeadCodePull
+from .restarts import BridgePositionRestarts
 
 logger = logging.getLogger(__name__)
 
@@ -335,11 +335,6 @@ class TokenizerTask(Task):
             BridgePositionRestarts(model, cfg.bridge_restart_every, accelerator) if cfg.bridge_restart_every else None
         )
         self._restart_checked = -1  # the step whose restart is done (micro-batches of one step share it)
-        if cfg.dead_code_pull < 0:
-            raise ValueError(f"dead_code_pull is a loss weight, >= 0 (0: off), got {cfg.dead_code_pull}.")
-        self.dead_codes = (
-            DeadCodePull(model.codebook_size, cfg.dead_code_window, accelerator) if cfg.dead_code_pull else None
-        )
         adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
                                                        **adam))]
@@ -377,20 +372,14 @@ class TokenizerTask(Task):
         if x is None:
             return None
         x = x.to(acc.device)
-        if self._restart_checked != state.step:
-            if self.restarts is not None:
-                self.restarts.step(state.step)
-            if self.dead_codes is not None:
-                self.dead_codes.step(state.step)
+        if self.restarts is not None and self._restart_checked != state.step:
+            self.restarts.step(state.step)
             self._restart_checked = state.step
-        pull = self.dead_codes.codes(state.step) if self.dead_codes is not None else None
         gan_active = self.use_gan and state.step >= cfg.gan_start_step
         with acc.autocast():
-            out = run.model(x, pull_codes=pull)
+            out = run.model(x)
             rec = self.rec_fn(out.sample.float(), x)
             loss = rec + out.loss
-            if pull is not None:
-                loss = loss + cfg.dead_code_pull * out.pull_loss
             nll = rec  # what the adaptive GAN weight balances: reconstruction + weighted perceptual loss
             logs = {"loss/reconstruction": rec.detach(), "loss/quantizer": out.loss.detach(),
                     "loss/codebook": out.codebook_loss.detach(), "loss/commitment": out.commitment_loss.detach()}  # fmt: skip
@@ -431,9 +420,6 @@ class TokenizerTask(Task):
         self.usage.update(out.indices)
         if self.restarts is not None:
             self.restarts.update(out.indices)
-        if self.dead_codes is not None:
-            self.dead_codes.update(out.indices)
-            logs["loss/dead_code_pull"] = out.pull_loss.detach()
         state.images_seen += x.shape[0] * acc.num_processes
         self.last = (x, out.sample)
         return logs
@@ -448,23 +434,14 @@ class TokenizerTask(Task):
         self.t_last, self.images_last = now, run.state.images_seen
         if self.restarts is not None:
             metrics["bridge_restarts"] = self.restarts.restarted
-        if self.dead_codes is not None:  # the codes unpicked in the last complete window, which the loss pulls
-            metrics["pulled_dead_codes"] = int(self.dead_codes.dead.numel())
         return metrics
 
     def state_dict(self) -> dict:
-        state = {}
-        if self.restarts is not None:
-            state["bridge_restarts"] = self.restarts.state_dict()
-        if self.dead_codes is not None:
-            state["dead_codes"] = self.dead_codes.state_dict()
-        return state
+        return {"bridge_restarts": self.restarts.state_dict()} if self.restarts is not None else {}
 
     def load_state_dict(self, state: dict) -> None:
         if self.restarts is not None and "bridge_restarts" in state:
             self.restarts.load_state_dict(state["bridge_restarts"])
-        if self.dead_codes is not None and "dead_codes" in state:
-            self.dead_codes.load_state_dict(state["dead_codes"])
 
     def on_step_end(self, run: Run) -> None:
         step = run.state.step
