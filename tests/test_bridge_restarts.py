@@ -102,6 +102,37 @@ def test_restarts_copy_the_most_picked_position_into_the_unpicked_ones_every_n_s
         restarts.load_state_dict({"hits": [0] * 16, "restarted": 0})
 
 
+class _OneOfTwoProcesses:
+    """What the restarts read of an Accelerator, for one process of two (reduce: sum with the other one's picks)."""
+
+    num_processes, device, distributed_type = 2, torch.device("cpu"), DistributedType.MULTI_CPU
+
+    def __init__(self, rank):
+        self.is_main_process, self.other = rank == 0, None
+
+    def reduce(self, tensor, reduction):
+        assert reduction == "sum"
+        return tensor + self.other.hits
+
+
+def test_a_restart_window_is_saved_summed_over_processes_and_resumed_on_the_main_one():
+    model = _fvq()
+    positions = model.quantize.qbridge.code_positions()
+    accs = [_OneOfTwoProcesses(0), _OneOfTwoProcesses(1)]
+    procs = [BridgePositionRestarts(model, every=3, accelerator=a) for a in accs]
+    accs[0].other, accs[1].other = procs[1], procs[0]
+    procs[0].update(torch.tensor([int((positions == 1).nonzero()[0])]))
+    procs[1].update(torch.tensor([int((positions == 2).nonzero()[0])] * 2))  # picked by the second process only
+    state = procs[0].state_dict()
+    assert state["hits"] == [0, 1, 2, 0] and procs[1].state_dict() == state
+    resumed = [BridgePositionRestarts(model, every=3, accelerator=a) for a in accs]
+    accs[0].other, accs[1].other = resumed[1], resumed[0]
+    for proc in resumed:
+        proc.load_state_dict(state)
+    assert resumed[0].hits.tolist() == [0, 1, 2, 0] and resumed[1].hits.tolist() == [0, 0, 0, 0]
+    assert resumed[0].step(3) == [0, 3]  # the next reduction counts each pick once, as the uninterrupted run
+
+
 def test_restarts_need_a_bridge():
     with pytest.raises(ValueError, match="has none.*leave bridge_restart_every at 0"):
         BridgePositionRestarts(_fvq(quantizer_type="vq"), every=20, accelerator=Accelerator(cpu=True))
@@ -116,8 +147,8 @@ def test_restarts_need_a_bridge():
 
 
 def _run(out, **kw):
-    opts = dict(preset="cpu-tiny", output_dir=str(out), bridge_restart_every=2, max_steps=5, checkpoint_every=3,
-                gan_weight=0.0, eval_split=None, image_every=0, log_every=1)  # fmt: skip
+    opts = dict(preset="cpu-tiny", output_dir=str(out), bridge="S/4", bridge_restart_every=2, max_steps=5,
+                checkpoint_every=3, gan_weight=0.0, eval_split=None, image_every=0, log_every=1)  # fmt: skip
     return train(make_config({**opts, **kw}))
 
 
@@ -125,7 +156,8 @@ def test_trainer_restarts_dead_positions_and_resumes_them_exactly(tmp_path):
     _run(tmp_path / "whole")
     logs = [json.loads(line) for line in (tmp_path / "whole" / "log_history.jsonl").read_text().splitlines()]
     restarted = [r["bridge_restarts"] for r in logs]
-    assert restarted == sorted(restarted) and restarted[-1] > 0  # a zero-initialised bridge picks one position first
+    assert restarted == sorted(restarted) and restarted[2] > 0  # a zero-initialised bridge picks one position first
+    assert restarted[4] > restarted[3]  # and one after the resume point below, whose noise must be drawn the same
     state = json.loads((tmp_path / "whole" / "checkpoints" / "checkpoint-00000003" / "trainer_state.json").read_text())
     assert sum(state["task"]["bridge_restarts"]["hits"]) == 4 * 16 * 16  # step 3's picks, counted for the step-4 restart
     # resumed from step 3 (mid-window): the restart after step 4 sees the saved picks, so the weights are the same

@@ -397,6 +397,7 @@ def _launch_two_processes(out, *extra: str) -> None:
         str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(out),
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
         "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
+        "--bridge", "S/4",  # 16 positions: some picked by one process only (which the resume below must count)
         *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

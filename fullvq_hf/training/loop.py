@@ -453,6 +453,15 @@ class Run:
     start_step: int = 0
     train_time: float = 0.0
     task: Task | None = None
+    rng_to_restore: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None
+
+    def restore_rng(self) -> None:
+        """Set the RNG states of the resumed checkpoint. Called once the data iterator exists: creating one draws
+        a seed from torch's global RNG (``DataLoader``), which the uninterrupted run did before its first step, so
+        restoring earlier would shift every later draw (a restart's noise, dropout) off the uninterrupted run's."""
+        if self.rng_to_restore is not None:
+            _set_rng_state(*self.rng_to_restore)
+            self.rng_to_restore = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -548,7 +557,7 @@ class Run:
             with safe_open(str(rng), framework="pt") as f:
                 meta = f.metadata()
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
-            _set_rng_state(tensors, meta)
+            self.rng_to_restore = (tensors, meta)  # set once the data iterator exists (see ``restore_rng``)
         else:
             acc.print(f"warning: {path} has no RNG state for process {acc.process_index} (resumed with another "
                       "number of processes?); the run continues but not bit-identically.")  # fmt: skip
@@ -808,7 +817,9 @@ def _train_locked(cfg, task, accelerator, parts, out_dir, lr, global_batch, repo
     t_start = time.time()
     time_aside = 0.0
     models = [p.model for p in parts]
-    for batch in loader:
+    batches = iter(loader)
+    run.restore_rng()
+    for batch in batches:
         with accelerator.accumulate(*models):
             logs_step = task.training_step(run, batch)
         if logs_step is None:
