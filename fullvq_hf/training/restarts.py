@@ -83,4 +83,3 @@ class BridgePositionRestarts:
         if not self.accelerator.is_main_process:
             self.hits.zero_()
         self.restarted = int(state["restarted"])
-
