@@ -397,7 +397,7 @@ def _launch_two_processes(out, *extra: str) -> None:
         str(ROOT / "examples" / "train_tokenizer.py"), "--preset", "cpu-tiny", "--output-dir", str(out),
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
         "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
-        "--bridge", "S/4",  # 16 positions: some picked by one process only (which the resume below must count)
+        "--bridge", "S/4",  # 16 positions: some are still restarted after the resume point below
         *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -421,8 +421,8 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     # the eval split is sharded across the ranks; usage counts must cover both shards exactly
     assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16
     assert list_checkpoints(tmp_path / "checkpoints")
-    # resumed from step 3, in the middle of a restart window: the picks both processes made before the checkpoint
-    # count as in the uninterrupted run, so the weights are the same to the bit
+    # resumed from step 3, in the middle of a restart window, with a restart after it: the saved picks of both
+    # processes and the RNG states (set once the data iterator exists) give the same weights to the bit
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "checkpoints" / "checkpoint-00000003", resumed / "checkpoints" / "checkpoint-00000003")
