@@ -43,15 +43,19 @@ class BridgePositionRestarts:
         """Count the picks of one forward pass (its code indices, any shape)."""
         self.hits += torch.bincount(self.positions[indices.detach().flatten().cpu()], minlength=self.hits.numel())
 
+    def summed_hits(self) -> torch.Tensor:
+        """This window's picks per position over all processes (a collective: every process calls it)."""
+        if self.accelerator.num_processes == 1:
+            return self.hits
+        return self.accelerator.reduce(self.hits.to(self.accelerator.device), reduction="sum").cpu()
+
     def step(self, step: int) -> list[int]:
         """Before the forward pass of a step that follows ``step`` completed steps: at multiples of ``every``,
         restart the positions with no pick since the last restart and start counting again. Returns them."""
         if step == 0 or step % self.every:
             return []
         acc = self.accelerator
-        hits = self.hits
-        if acc.num_processes > 1:
-            hits = acc.reduce(hits.to(acc.device), reduction="sum").cpu()
+        hits = self.summed_hits()
         dead = (hits == 0).nonzero().flatten().tolist()
         if dead:
             self.bridge.copy_position(int(hits.argmax()), dead, self.noise)
@@ -66,10 +70,7 @@ class BridgePositionRestarts:
 
     def state_dict(self) -> dict:
         """The window's picks summed over processes (every process calls it) and the restart count."""
-        hits = self.hits
-        if self.accelerator.num_processes > 1:
-            hits = self.accelerator.reduce(hits.to(self.accelerator.device), reduction="sum").cpu()
-        return {"hits": hits.tolist(), "restarted": self.restarted}
+        return {"hits": self.summed_hits().tolist(), "restarted": self.restarted}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume a window: the main process holds its summed picks, the others start from zero (the next
