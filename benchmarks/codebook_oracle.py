@@ -14,6 +14,10 @@ perplexity of:
 
 If the k-means codebook of the same encoder uses (nearly) every code on the test split, the test split's tokens
 are enough to hit every code of a well-placed codebook, and what limits usage is where training put the codes.
+
+For an FVQ run (``model-train/`` holds the bridge) it also reports how the bridge's structure shapes the codebook
+(``bridge_report``): the covariance spectrum of the test latents against that of each position's sub-codebook
+(the codes one final-layer block makes), and the dead codes' share per patch and per position.
 """
 
 from __future__ import annotations
@@ -54,6 +58,36 @@ def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
     return counts, f"usage {s['usage']:.4%}  mse {s['mse']:.5f}  perplexity {s['perplexity']:,.0f}"
 
 
+def bridge_report(codebook: torch.Tensor, counts: torch.Tensor, z: torch.Tensor, bridge) -> None:
+    """Shape of the bridge's sub-codebooks against the latents', and where the dead codes of ``counts`` sit by
+    patch (bridge token) and by position inside a patch."""
+
+    def spectrum(x: torch.Tensor) -> torch.Tensor:  # (..., N, D) -> covariance eigenvalues (..., D), largest first
+        x = x.double() - x.double().mean(-2, keepdim=True)
+        return torch.linalg.eigvalsh(x.transpose(-1, -2) @ x / x.shape[-2]).flip(-1)
+
+    positions, patches = bridge.code_positions(), bridge.code_patches()
+    subs = codebook[torch.argsort(positions, stable=True)].reshape(bridge.patch_size**2, -1, codebook.shape[1])
+    z_eig, sub_eig = spectrum(z), spectrum(subs)
+    fmt = lambda v: ", ".join(f"{x:.3g}" for x in v.tolist())  # noqa: E731
+    trace = sub_eig.sum(1)
+    print(f"  covariance eigenvalues: test latents {fmt(z_eig)}; position sub-codebooks (median over "
+          f"{len(sub_eig)} positions) {fmt(sub_eig.median(0).values)}; total variance of a position min / median / "
+          f"max {trace.min():.3g} / {trace.median():.3g} / {trace.max():.3g} (latents {z_eig.sum():.3g})")  # fmt: skip
+    dead = (counts == 0).double()
+    by_patch = torch.zeros(int(patches.max()) + 1, dtype=torch.float64).index_add_(0, patches, dead)
+    by_patch /= bridge.patch_size**2
+    by_position = torch.zeros(len(sub_eig), dtype=torch.float64).index_add_(0, positions, dead) / subs.shape[1]
+    worst = by_patch.sort(descending=True).values[: max(1, len(by_patch) // 10)].sum() / by_patch.sum()
+    radius = (codebook - z.mean(0)).norm(dim=1).double()
+    patch_radius = torch.zeros_like(by_patch).index_add_(0, patches, radius) / bridge.patch_size**2
+    r = torch.corrcoef(torch.stack([by_patch, patch_radius]))[0, 1]
+    q = lambda v: " / ".join(f"{x:.1%}" for x in (v.min(), v.median(), v.max()))  # noqa: E731
+    print(f"  dead share per patch ({len(by_patch)}) min / median / max {q(by_patch)}, the 10% of patches with the "
+          f"most hold {worst:.1%} of the dead codes, correlation with the patch's mean distance from the latents' "
+          f"mean {r:.2f}; per position ({len(by_position)}) {q(by_position)}")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path)
@@ -62,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_tokenizer(args.run_dir / "model").eval()
+    trained = args.run_dir / "model-train"  # the training model keeps the bridge (model/ has C' folded in)
+    model = load_tokenizer(trained if trained.is_dir() else args.run_dir / "model").eval()
+    bridge = getattr(model.quantize, "qbridge", None)
     if getattr(model.config, "use_l2_norm", False):
         raise SystemExit("error: the run uses l2-normalised codes; this script compares Euclidean codebooks only")
     codebook = model.get_codebook().detach().float()
@@ -90,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{to_latent[dead].median():.3f} (used codes {to_latent[~dead].median():.3f}); median distance from the "
               f"latents' mean {radius[dead].median():.2f} (used codes {radius[~dead].median():.2f}, test latents "
               f"{(z_test - centre).norm(dim=1).median():.2f})")  # fmt: skip
+    if bridge is not None:
+        bridge_report(codebook, counts, z_test, bridge)
     g = torch.Generator().manual_seed(args.seed)
     c = z_train[torch.randperm(len(z_train), generator=g)[:k]].clone()
     row("random train latents", c)

@@ -57,6 +57,20 @@ def test_code_positions_are_the_final_layer_blocks_that_make_each_code(kind):
 
 
 @pytest.mark.parametrize("kind", sorted(BRIDGES))
+def test_code_patches_and_positions_say_which_final_layer_output_is_each_code(kind):
+    bridge = _trained(BRIDGES[kind])
+    raw = torch.randn(bridge.codebook_size, bridge.codebook_dim)
+    outputs = []
+    bridge.final_layer.register_forward_hook(lambda module, args, out: outputs.append(out.detach()))
+    codes = bridge(raw).detach()
+    tokens = outputs[0].reshape(-1, bridge.patch_size**2, bridge.codebook_dim)  # (patches, positions, D)
+    patches, positions = bridge.code_patches(), bridge.code_positions()
+    assert torch.equal(patches.bincount(), torch.full((tokens.shape[0],), bridge.patch_size**2))
+    assert len(set(zip(patches.tolist(), positions.tolist()))) == bridge.codebook_size  # one code per pair
+    assert torch.equal(codes, tokens[patches, positions])
+
+
+@pytest.mark.parametrize("kind", sorted(BRIDGES))
 def test_copy_position_makes_the_targets_copies_of_the_source(kind):
     bridge = _trained(BRIDGES[kind])
     raw = torch.randn(bridge.codebook_size, bridge.codebook_dim)

@@ -218,6 +218,12 @@ class BridgePositions:
         k = torch.arange(self.codebook_size)
         return (k // gw % p) * p + k % gw % p
 
+    def code_patches(self) -> torch.Tensor:
+        """(K,) int64: the patch (bridge token, row-major over the patch grid) that makes each code index."""
+        (_, gw), p = self.grid, self.patch_size
+        k = torch.arange(self.codebook_size)
+        return (k // gw // p) * (gw // p) + k % gw // p
+
     @torch.no_grad()
     def copy_position(self, source: int, targets: list[int], noise: float = 0.1) -> None:
         """Give each position in ``targets`` the final-layer rows (weight and bias) of position ``source``, the
