@@ -16,6 +16,9 @@ Methods and the trainer options they map to:
     fvq     FVQ: raw codebook through a VQBridge            quantizer_type="vqbridge", bridge="S/4" (K <= 16384)
                                                             or "S/8" (K > 16384): the cheapest bridges, not the
                                                             paper's L/4, L/8
+    fvq-r   FVQ with dead bridge positions restarted        as fvq, plus bridge_restart_every=20 (not in the
+            every 20 steps                                  official recipe; benchmarks/usage_demo_curves.md,
+                                                            fifth wave)
 
 VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
 (``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
@@ -58,12 +61,14 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("vq", "simvq", "lc", "fvq")
+METHODS = ("vq", "simvq", "lc", "fvq", "fvq-r")
+RESTART_EVERY = 20  # fvq-r
 METHOD_LABELS = {
     "vq": "plain VQ",
     "simvq": "SimVQ",
     "lc": "VQGAN-LC-style",
     "fvq": "FVQ (VQBridge)",
+    "fvq-r": "FVQ + restarts",
 }
 SCHEDULES = ("annealing", "constant")
 DEFAULT_KS = (4096, 16384, 65536, 262144)
@@ -392,8 +397,10 @@ def run_options(
         opts.update(quantizer_type="vq", bridge=None)
     elif method == "simvq":
         opts.update(quantizer_type="simvq", bridge=None)
-    elif method == "fvq":
+    elif method in ("fvq", "fvq-r"):
         opts.update(quantizer_type="vqbridge", bridge=bridge_for(k))
+        if method == "fvq-r":
+            opts.update(bridge_restart_every=RESTART_EVERY)
     elif method == "lc":
         opts.update(model_type="vqgan-lc", bridge=None, quantizer_type="vq", lc_codebook=str(lc_path),
                     codebook_feature_dim=FEATURE_DIM)  # fmt: skip
@@ -440,7 +447,7 @@ def run_one(
     name = run_name(method, k, schedule, steps, seed)
     out_dir = Path(args.run_dir) / name
     row = {"run": name, "method": method, "label": METHOD_LABELS[method], "codebook_size": k, "schedule": schedule,
-           "seed": seed, "steps": steps, "bridge": bridge_for(k) if method == "fvq" else None,
+           "seed": seed, "steps": steps, "bridge": bridge_for(k) if method.startswith("fvq") else None,
            "status": "ok"}  # fmt: skip
     t0 = time.perf_counter()
     try:
@@ -621,7 +628,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red"}
+    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red", "fvq-r": "tab:purple"}
     ks = sorted({r["codebook_size"] for r in ok})
     fig, axes = plt.subplots(1, len(ks) + 1, figsize=(4.2 * (len(ks) + 1), 4), dpi=110, squeeze=False)
     axes = axes[0]
@@ -638,7 +645,8 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_ylabel("codes hit in the log window (%)")
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+        if ax.get_legend_handles_labels()[0]:  # each panel names its own methods
+            ax.legend(fontsize=7, loc="best")
     ax = axes[-1]
     for (method, schedule, _, k), runs in sorted(groups(rows).items()):
         style = "o" if schedule == "annealing" else "s"
@@ -741,7 +749,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         meta["notes"] += [n for n in old.get("notes", []) if n not in meta["notes"]]
         meta["lc_codebooks"] = {**old.get("lc_codebooks", {}), **{str(k): v for k, v in meta["lc_codebooks"].items()}}
         start -= old.get("total_seconds", 0)  # the wall time of the rows kept counts
-        meta["command"] = f"{old['command']}` (interrupted), then `{meta['command']}"
+        meta["command"] = f"{old['command']}`, then `{meta['command']}"
+        meta["date"] = f"{old['date']}, then {meta['date']} (--keep-done)"
+        meta["machine"] = f"{old['machine']}; then: {meta['machine']}"
         print(f"--keep-done: {len(rows)} finished run(s) kept from {output.with_suffix('.json')}", flush=True)
     total = len(rows) + len(plan)
 
