@@ -5,7 +5,9 @@ PYTHONPATH), alternating old/new (and which goes first) round after round, so a 
 slows both alike:
 
     step    one training step of the demo preset ``cpu-fmnist-fvq`` (16,384 codes, dim 8, VQBridge S/4, batch 64 of
-            real Fashion-MNIST): forward, MSE + quantizer loss, backward, grad clipping, Adam, as the trainer does
+            real Fashion-MNIST): forward, MSE + quantizer loss, backward, grad clipping, Adam, as the trainer does;
+            with the step's floating-point operations (torch's FlopCounterMode) and a 2048^2 sgemm's rate measured in
+            the same subprocess, so the table says how far the step runs from what the cores can compute
     search  the exact nearest-code search ``nearest_codes`` at dim 8: ``--search-tokens`` tokens against 262,144
             codes; the time of a 262k train-split evaluation search (3.84M tokens) is extrapolated from it, and the
             ids of both versions are compared (must be identical)
@@ -65,7 +67,20 @@ if mode == "step":
         step(i + 2)
     t1 = usage()
     digest = ""
+    # the step's arithmetic (convolutions, matmuls, attention, as torch counts it) and, in this same process, a
+    # large sgemm's rate: how close the step already runs to what these cores can compute
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step(0)
+    flops = counter.get_total_flops()
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    g0 = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    gemm = 5 * 2 * 2048**3 / (time.perf_counter() - g0)
 else:
+    flops = gemm = None
     from fullvq_hf import nearest_codes
     g = torch.Generator().manual_seed(0)
     codebook = torch.randn(262144, 8, generator=g)
@@ -78,7 +93,8 @@ else:
     n = 1
 print("@@" + json.dumps({"wall": (t1[0] - t0[0]) / n, "user": (t1[1] - t0[1]) / n, "sys": (t1[2] - t0[2]) / n,
                          "minflt": (t1[3] - t0[3]) / n, "threads": torch.get_num_threads(),
-                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ids_sha256": digest}))
+                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ids_sha256": digest,
+                         "step_flops": flops, "gemm_flops_per_s": gemm}))
 """
 
 
@@ -139,6 +155,10 @@ def main(argv=None) -> dict:
             s[v]["cpu"] = statistics.median(x["user"] + x["sys"] for x in rs)
             s[v]["threads"] = rs[0]["threads"]
             s[v]["omp_wait_policy"] = rs[0]["omp_wait_policy"]
+            if mode == "step":
+                s[v]["step_flops"] = rs[0]["step_flops"]
+                s[v]["gemm_flops_per_s"] = statistics.median(x["gemm_flops_per_s"] for x in rs)
+                s[v]["step_flops_per_s"] = s[v]["step_flops"] / s[v]["wall"]
         s["wall_ratio"] = s["old"]["wall"] / s["new"]["wall"]
         s["cpu_ratio"] = s["old"]["cpu"] / s["new"]["cpu"]
         s["per_round_wall_ratios"] = [
@@ -169,6 +189,14 @@ def main(argv=None) -> dict:
         o, n = s["old"], s["new"]
         lines.append(f"| {names[mode]} | {o['wall']:.3f} | {n['wall']:.3f} | **{s['wall_ratio']:.2f}x** | {o['cpu']:.3f} | "
                      f"{n['cpu']:.3f} | **{s['cpu_ratio']:.2f}x** | {o['sys']:.3f} | {n['sys']:.3f} |")  # fmt: skip
+    if "step" in summary:
+        lines += ["", "Arithmetic of one step (`torch.utils.flop_counter.FlopCounterMode`) and its rate, against a 2048 x "
+                  "2048 sgemm timed in the same subprocesses (medians):", "",
+                  "| version | GFLOP per step | step GFLOP/s | sgemm GFLOP/s | step rate / sgemm rate |", "|---|---|---|---|---|"]
+        for v in ("old", "new"):
+            x = summary["step"][v]
+            lines.append(f"| {v} | {x['step_flops'] / 1e9:.1f} | {x['step_flops_per_s'] / 1e9:.0f} | "
+                         f"{x['gemm_flops_per_s'] / 1e9:.0f} | {x['step_flops_per_s'] / x['gemm_flops_per_s']:.0%} |")
     if "search" in summary:
         s = summary["search"]
         lines += ["", f"Search ids of old and new identical: **{s['ids_identical']}**. Extrapolated search time of a "
