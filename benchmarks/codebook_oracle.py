@@ -59,8 +59,8 @@ def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 
 def bridge_report(codebook: torch.Tensor, counts: torch.Tensor, z: torch.Tensor, bridge) -> None:
-    """Shape of the bridge's sub-codebooks against the latents', and where the dead codes of ``counts`` sit by
-    patch (bridge token) and by position inside a patch."""
+    """Shape of the bridge's sub-codebooks against the latents', and (if there are any) where the dead codes of
+    ``counts`` sit by patch (bridge token) and by position inside a patch."""
 
     def spectrum(x: torch.Tensor) -> torch.Tensor:  # (..., N, D) -> covariance eigenvalues (..., D), largest first
         x = x.double() - x.double().mean(-2, keepdim=True)
@@ -75,6 +75,8 @@ def bridge_report(codebook: torch.Tensor, counts: torch.Tensor, z: torch.Tensor,
           f"{len(sub_eig)} positions) {fmt(sub_eig.median(0).values)}; total variance of a position min / median / "
           f"max {trace.min():.3g} / {trace.median():.3g} / {trace.max():.3g} (latents {z_eig.sum():.3g})")  # fmt: skip
     dead = (counts == 0).double()
+    if not dead.any():
+        return
     by_patch = torch.zeros(int(patches.max()) + 1, dtype=torch.float64).index_add_(0, patches, dead)
     by_patch /= bridge.patch_size**2
     by_position = torch.zeros(len(sub_eig), dtype=torch.float64).index_add_(0, positions, dead) / subs.shape[1]

@@ -212,17 +212,20 @@ class BridgePositions:
     a sub-codebook of K / p^2 codes (one affine image of the patch features). A position's rows learn only when one
     of its codes is picked: a position none of whose codes is picked stays dead as a whole."""
 
+    def _code_rows_and_columns(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K,) each: the grid row and column of every code index (row-major, see the module docstring)."""
+        k = torch.arange(self.codebook_size)
+        return k // self.grid[1], k % self.grid[1]
+
     def code_positions(self) -> torch.Tensor:
         """(K,) int64: the position inside its patch, ``p_row * p + p_col``, of every code index."""
-        (_, gw), p = self.grid, self.patch_size
-        k = torch.arange(self.codebook_size)
-        return (k // gw % p) * p + k % gw % p
+        rows, cols, p = *self._code_rows_and_columns(), self.patch_size
+        return (rows % p) * p + cols % p
 
     def code_patches(self) -> torch.Tensor:
         """(K,) int64: the patch (bridge token, row-major over the patch grid) that makes each code index."""
-        (_, gw), p = self.grid, self.patch_size
-        k = torch.arange(self.codebook_size)
-        return (k // gw // p) * (gw // p) + k % gw // p
+        rows, cols, p = *self._code_rows_and_columns(), self.patch_size
+        return (rows // p) * (self.grid[1] // p) + cols // p
 
     @torch.no_grad()
     def copy_position(self, source: int, targets: list[int], noise: float = 0.1) -> None:
