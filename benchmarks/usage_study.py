@@ -19,6 +19,8 @@ Methods and the trainer options they map to:
     fvq-r   FVQ with dead bridge positions restarted        as fvq, plus bridge_restart_every=20 (not in the
             every 20 steps                                  official recipe; benchmarks/usage_demo_curves.md,
                                                             fifth wave)
+    fvq-dit FVQ with the official recipes' DiT bridge       quantizer_type="vqbridge", bridge="QBridge-S/4"
+            (unconditional, fixed sin-cos positions)        (K <= 16384) or "QBridge-S/8" (K > 16384)
 
 VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
 (``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
@@ -61,7 +63,7 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("vq", "simvq", "lc", "fvq", "fvq-r")
+METHODS = ("vq", "simvq", "lc", "fvq", "fvq-r", "fvq-dit")
 RESTART_EVERY = 20  # fvq-r
 METHOD_LABELS = {
     "vq": "plain VQ",
@@ -69,6 +71,7 @@ METHOD_LABELS = {
     "lc": "VQGAN-LC-style",
     "fvq": "FVQ (VQBridge)",
     "fvq-r": "FVQ + restarts",
+    "fvq-dit": "FVQ (DiT bridge)",
 }
 SCHEDULES = ("annealing", "constant")
 DEFAULT_KS = (4096, 16384, 65536, 262144)
@@ -228,9 +231,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def bridge_for(k: int) -> str:
-    """The (cheap) VQBridge preset used for K codes: S/4 up to 16384, S/8 above."""
-    return "S/4" if k <= 16384 else "S/8"
+def bridge_for(k: int, method: str = "fvq") -> str:
+    """The (cheap) VQBridge preset used for K codes: S/4 up to 16384, S/8 above; the DiT bridge of the same size
+    for ``fvq-dit``."""
+    vit = "S/4" if k <= 16384 else "S/8"
+    return f"QBridge-{vit}" if method == "fvq-dit" else vit
 
 
 def kmeans_iters(k: int, override: int | None = None) -> int:
@@ -397,8 +402,8 @@ def run_options(
         opts.update(quantizer_type="vq", bridge=None)
     elif method == "simvq":
         opts.update(quantizer_type="simvq", bridge=None)
-    elif method in ("fvq", "fvq-r"):
-        opts.update(quantizer_type="vqbridge", bridge=bridge_for(k))
+    elif method in ("fvq", "fvq-r", "fvq-dit"):
+        opts.update(quantizer_type="vqbridge", bridge=bridge_for(k, method))
         if method == "fvq-r":
             opts.update(bridge_restart_every=RESTART_EVERY)
     elif method == "lc":
@@ -447,7 +452,7 @@ def run_one(
     name = run_name(method, k, schedule, steps, seed)
     out_dir = Path(args.run_dir) / name
     row = {"run": name, "method": method, "label": METHOD_LABELS[method], "codebook_size": k, "schedule": schedule,
-           "seed": seed, "steps": steps, "bridge": bridge_for(k) if method.startswith("fvq") else None,
+           "seed": seed, "steps": steps, "bridge": bridge_for(k, method) if method.startswith("fvq") else None,
            "status": "ok"}  # fmt: skip
     t0 = time.perf_counter()
     try:
@@ -551,7 +556,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "**VQGAN-LC-style** (`model_type=vqgan-lc`: frozen codebook of pretrained features x trained "
         f"Linear({FEATURE_DIM}->8), with VQGAN-LC's loss weights beta 0.1 / codebook 0.033); **FVQ** "
         "(`quantizer_type=vqbridge`) with the *cheap* ViT bridges **S/4** for K <= 16384 and **S/8** above (64 "
-        "wide, depth 2), not the paper's L/4, L/8.",
+        "wide, depth 2), not the paper's L/4, L/8; **FVQ + restarts** the same with `bridge_restart_every=20` (a "
+        "position of the bridge none of whose codes was picked in 20 steps gets a noisy copy of the most-picked "
+        "position's rows; not in the official recipe); **FVQ (DiT bridge)** the official recipes' unconditional DiT "
+        "bridge of the same size (QBridge-S/4, QBridge-S/8: fixed sin-cos positions, adaLN blocks).",
         "",
     ]
     if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):
@@ -628,7 +636,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red", "fvq-r": "tab:purple"}
+    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red", "fvq-r": "tab:purple", "fvq-dit": "tab:orange"}
     ks = sorted({r["codebook_size"] for r in ok})
     fig, axes = plt.subplots(1, len(ks) + 1, figsize=(4.2 * (len(ks) + 1), 4), dpi=110, squeeze=False)
     axes = axes[0]
