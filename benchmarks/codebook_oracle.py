@@ -58,6 +58,14 @@ def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
     return counts, f"usage {s['usage']:.4%}  mse {s['mse']:.5f}  perplexity {s['perplexity']:,.0f}"
 
 
+def dead_share_by(groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """(G,) float64: the share of dead codes (count 0) in each of G equal-sized groups of codes, ``groups`` (K,)
+    giving each code's group (e.g. a bridge's ``code_positions()`` or ``code_patches()``)."""
+    num = int(groups.max()) + 1
+    dead = (counts.cpu() == 0).double()
+    return torch.zeros(num, dtype=torch.float64).index_add_(0, groups, dead) / (len(groups) // num)
+
+
 def bridge_report(codebook: torch.Tensor, counts: torch.Tensor, z: torch.Tensor, bridge) -> None:
     """Shape of the bridge's sub-codebooks against the latents', and (if there are any) where the dead codes of
     ``counts`` sit by patch (bridge token) and by position inside a patch."""
@@ -74,12 +82,9 @@ def bridge_report(codebook: torch.Tensor, counts: torch.Tensor, z: torch.Tensor,
     print(f"  covariance eigenvalues: test latents {fmt(z_eig)}; position sub-codebooks (median over "
           f"{len(sub_eig)} positions) {fmt(sub_eig.median(0).values)}; total variance of a position min / median / "
           f"max {trace.min():.3g} / {trace.median():.3g} / {trace.max():.3g} (latents {z_eig.sum():.3g})")  # fmt: skip
-    dead = (counts == 0).double()
-    if not dead.any():
+    if not (counts == 0).any():
         return
-    by_patch = torch.zeros(int(patches.max()) + 1, dtype=torch.float64).index_add_(0, patches, dead)
-    by_patch /= bridge.patch_size**2
-    by_position = torch.zeros(len(sub_eig), dtype=torch.float64).index_add_(0, positions, dead) / subs.shape[1]
+    by_patch, by_position = dead_share_by(patches, counts), dead_share_by(positions, counts)
     worst = by_patch.sort(descending=True).values[: max(1, len(by_patch) // 10)].sum() / by_patch.sum()
     radius = (codebook - z.mean(0)).norm(dim=1).double()
     patch_radius = torch.zeros_like(by_patch).index_add_(0, patches, radius) / bridge.patch_size**2

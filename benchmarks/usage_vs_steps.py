@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from codebook_oracle import latents, search_stats  # noqa: E402
+from codebook_oracle import dead_share_by, latents, search_stats  # noqa: E402
 
 from fullvq_hf.training.config import make_config  # noqa: E402
 from fullvq_hf.training.tokenizer_trainer import build_model  # noqa: E402
@@ -53,10 +53,7 @@ def dead_by_position(model, counts: torch.Tensor) -> list[float] | None:
     bridge = getattr(model.quantize, "qbridge", None)
     if bridge is None:
         return None
-    positions = bridge.code_positions()
-    p2 = bridge.patch_size**2
-    dead = torch.zeros(p2, dtype=torch.float64).index_add_(0, positions, (counts.cpu() == 0).double())
-    return [round(float(v), 5) for v in dead / (len(positions) // p2)]
+    return [round(float(v), 5) for v in dead_share_by(bridge.code_positions(), counts)]
 
 
 def plot(rows: list[dict], title: str, path: Path) -> None:
