@@ -398,6 +398,7 @@ def _launch_two_processes(out, *extra: str) -> None:
         "--max-steps", "6", "--checkpoint-every", "3", "--image-every", "0", "--gan-start-step", "2",
         "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
         "--bridge", "S/4",  # 16 positions: some are still restarted after the resume point below
+        "--code-restart-every", "2", "--code-restart-window", "1",  # last picks merged, the main process's offsets
         *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -416,7 +417,7 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     assert results["num_processes"] == 2
     assert results["replicas_identical"] is True and len(results["replica_checksums"]) == 2
     last_log = json.loads((tmp_path / "log_history.jsonl").read_text().splitlines()[-1])
-    assert last_log["bridge_restarts"] > 0
+    assert last_log["bridge_restarts"] > 0 and last_log["code_restarts"] > 0
     assert results["images_seen"] == 6 * 4 * 2  # global batch = 2 processes x 4
     # the eval split is sharded across the ranks; usage counts must cover both shards exactly
     assert results["num_images"] == 64 and results["num_tokens"] == 64 * 16 * 16

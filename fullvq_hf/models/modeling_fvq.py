@@ -58,6 +58,9 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         init_l2_norm (`bool`, defaults to False): l2-normalise the raw codebook once at initialisation (the official
             bridge quantizer's `--codebook-l2-norm`; its search stays Euclidean, unlike `use_l2_norm`).
         max_search_elements (`int`, defaults to 2**24): Float32 budget of one block of the distance matrix.
+        code_offsets (`bool`, defaults to False): A per-code offset buffer `quantize.code_offset` (K, D) added to
+            the codebook, zero at the start; the trainer's dead-code restarts (`--code-restart-every`) move single
+            codes onto latents through it. Folding adds it into the plain codebook. Not in the official recipes.
         sample_size (`int`, defaults to 256): Nominal image size (used by pipelines for defaults).
         scaling_factor (`float`, defaults to 1.0): Latent scale read by diffusers pipelines (`LDMPipeline` divides
             latents by it before `decode`).
@@ -94,6 +97,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         bridge_class_dropout_prob: float = 0.1,
         init_l2_norm: bool = False,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
+        code_offsets: bool = False,
         sample_size: int = 256,
         scaling_factor: float = 1.0,
     ):
@@ -107,6 +111,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
             entropy_temperature=entropy_temperature,
             use_l2_norm=use_l2_norm,
             max_search_elements=max_search_elements,
+            code_offsets=code_offsets,
         )
         if quantizer_type == "vqbridge":
             kwargs.update(
@@ -177,12 +182,13 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
             )
         config = {k: v for k, v in tokenizer.config.items() if not k.startswith("_")}
         config.update(parse_bridge_preset(bridge) if bridge is not None else {})
-        config.update(quantizer_type="vqbridge", use_l2_norm=False)
+        config.update(quantizer_type="vqbridge", use_l2_norm=False, code_offsets=False)
         config.update(overrides)
         model = cls(**config)
         state = model.state_dict()
-        kept_state = {k: v for k, v in tokenizer.state_dict().items() if k in state}
-        state.update(kept_state)  # everything but quantize.qbridge.*
+        kept_state = {k: v for k, v in tokenizer.state_dict().items() if k in state and k != "quantize.code_offset"}
+        kept_state["quantize.embedding.weight"] = tokenizer.quantize.offset_codebook().detach()  # restarted codes too
+        state.update(kept_state)  # everything but quantize.qbridge.* (and fresh code offsets)
         model.load_state_dict(state, strict=True)
         return model.to(device=tokenizer.device, dtype=tokenizer.dtype).train(tokenizer.training)
 
@@ -197,14 +203,18 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
         self._check_foldable()
         config = dict(self.config)
         config = {k: v for k, v in config.items() if not k.startswith("_")}
-        config["quantizer_type"] = "vq"
+        config.update(quantizer_type="vq", code_offsets=False)  # the offsets are added into the plain codebook
         folded = FVQModel(**config)
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("quantize.")}
-        state["quantize.embedding.weight"] = self.quantize.project_codebook().detach().float()
+        state["quantize.embedding.weight"] = self.quantize.offset_codebook().detach().float()
         folded.load_state_dict(state, strict=True)
         if folded.device != self.device or folded.dtype != self.dtype:
             folded = folded.to(device=self.device, dtype=self.dtype)
         return folded.train(self.training)
+
+    def _has_projection(self) -> bool:
+        """Whether the searched codebook is computed (bridge, SimVQ projection, restart offsets), not stored."""
+        return self.config.quantizer_type != "vq" or bool(self.config.get("code_offsets", False))
 
     def _check_foldable(self) -> None:
         if getattr(self.quantize, "is_conditional", False):
@@ -217,7 +227,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
 
     def save_pretrained(self, save_directory, *args, fold_codebook: bool = False, **kwargs):
         """diffusers' ``save_pretrained``; with ``fold_codebook=True`` the folded inference model is saved."""
-        if fold_codebook and self.config.quantizer_type != "vq":
+        if fold_codebook and self._has_projection():
             return self.fold().save_pretrained(save_directory, *args, **kwargs)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
@@ -242,7 +252,7 @@ class FVQModel(VQTokenizerMixin, ModelMixin, ConfigMixin):
                 "This tokenizer uses l2-normalised codes (cosine search); diffusers' VQModel has no such quantizer, "
                 "so it cannot be exported. Keep using FVQModel."
             )
-        if self.config.quantizer_type != "vq":
+        if self._has_projection():
             self._check_foldable()
             return self.fold().to_diffusers_vqmodel()
         from .diffusers_vq import diffusers_vqmodel_config, fullvq_to_diffusers_state_dict

@@ -43,6 +43,8 @@ class VQTokenizerOutput(BaseOutput):
         loss (`torch.Tensor`): The quantizer's weighted loss (codebook + beta * commitment + entropy).
         codebook_loss, commitment_loss, entropy_loss (`torch.Tensor`): Its unweighted terms.
         perplexity, batch_usage (`torch.Tensor`): Code statistics of this batch (no gradient).
+        latents (`torch.Tensor` of shape `(batch_size, codebook_dim, height // f, width // f)`): The encoder's
+            latents, the quantizer's input (what dead-code restarts move codes onto).
     """
 
     # defaults let accelerate rebuild the output from a mapping (mixed-precision output casting)
@@ -54,6 +56,7 @@ class VQTokenizerOutput(BaseOutput):
     entropy_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     batch_usage: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
 
 
 class VQTokenizerMixin(HubPushMixin):
@@ -237,6 +240,7 @@ class VQTokenizerMixin(HubPushMixin):
             entropy_loss=q.entropy_loss,
             perplexity=q.perplexity,
             batch_usage=q.batch_usage,
+            latents=h,
         )
         return out if return_dict else out.to_tuple()
 

@@ -7,6 +7,9 @@ and the codebook parametrisations built on it.
     SimVQQuantizer           SimVQ: frozen Gaussian codebook (K, D) buffer -> trainable Linear(D -> D)
 
 Each parametrisation only overrides ``project_codebook() -> (K, D)``; search, losses and statistics are shared.
+With ``code_offsets=True`` a buffer ``code_offset`` (K, D), zero at the start, is added to it: dead-code restarts
+(``fullvq_hf.training.restarts.CodeRestarts``) move single codes onto latents through it, leaving the
+parametrisation (the bridge, the raw codebook) untouched.
 
 The search never holds a tokens x codes matrix larger than ``max_search_elements`` float32 values: tokens and codes
 are walked in blocks, keeping a running minimum of ``|e|^2 - 2 z.e`` (``|z|^2`` is constant per token), always in
@@ -152,6 +155,8 @@ class VectorQuantizer(nn.Module):
         entropy_temperature: temperature of the soft assignment in the entropy loss.
         use_l2_norm: cosine search: l2-normalise latents and codes (LlamaGen's own tokenizer).
         max_search_elements: float32 budget of one block of the distance matrix.
+        code_offsets: keep a per-code offset buffer ``code_offset`` (K, D), added to the parametrised codebook;
+            zero until ``restart_codes`` moves codes (not in any official recipe).
     """
 
     def __init__(
@@ -164,6 +169,7 @@ class VectorQuantizer(nn.Module):
         entropy_temperature: float = 0.01,
         use_l2_norm: bool = False,
         max_search_elements: int = DEFAULT_MAX_SEARCH_ELEMENTS,
+        code_offsets: bool = False,
     ):
         super().__init__()
         if codebook_size < 1 or codebook_dim < 1:
@@ -174,6 +180,8 @@ class VectorQuantizer(nn.Module):
         self.use_l2_norm = use_l2_norm
         self.max_search_elements = max_search_elements
         self._init_codebook()
+        # a registered buffer (saved, moved, broadcast by DDP) when on; None registers nothing
+        self.register_buffer("code_offset", torch.zeros(codebook_size, codebook_dim) if code_offsets else None)
 
     def _init_codebook(self) -> None:
         self.embedding = nn.Embedding(self.codebook_size, self.codebook_dim)
@@ -183,10 +191,36 @@ class VectorQuantizer(nn.Module):
         """The parametrisation: trainable weights -> codebook (K, D). Subclasses override this only."""
         return self.embedding.weight
 
-    def get_codebook(self) -> torch.Tensor:
-        """The codebook the search runs against (K, D): projected, and l2-normalised when ``use_l2_norm``."""
+    def offset_codebook(self) -> torch.Tensor:
+        """The parametrised codebook plus the restart offsets, if the quantizer has them (K, D): what ``fold``
+        stores as a plain codebook."""
         codebook = self.project_codebook()
+        return codebook if self.code_offset is None else codebook + self.code_offset.to(codebook.dtype)
+
+    def get_codebook(self) -> torch.Tensor:
+        """The codebook the search runs against (K, D): projected (plus the restart offsets), and l2-normalised
+        when ``use_l2_norm``."""
+        codebook = self.offset_codebook()
         return F.normalize(codebook, dim=-1) if self.use_l2_norm else codebook
+
+    @torch.no_grad()
+    def restart_codes(self, ids: torch.LongTensor, targets: torch.Tensor) -> None:
+        """Move the codes ``ids`` (n,) onto ``targets`` (n, D), latents as the quantizer receives them, by setting
+        their offsets: ``get_codebook()[ids]`` then equals ``targets`` (l2-normalised when ``use_l2_norm``). Only
+        the offsets change; the codes keep moving with the parametrisation as it trains."""
+        if self.code_offset is None:
+            raise ValueError(
+                "This quantizer has no code offsets to restart codes with; build the model with code_offsets=True "
+                "(the trainer does so with --code-restart-every)."
+            )
+        if ids.ndim != 1 or targets.shape != (len(ids), self.codebook_dim):
+            raise ValueError(f"restart_codes expects ids (n,) and targets (n, {self.codebook_dim}); got "
+                             f"{tuple(ids.shape)} and {tuple(targets.shape)}.")  # fmt: skip
+        targets = targets.float()
+        if self.use_l2_norm:
+            targets = F.normalize(targets, dim=-1)
+        current = self.offset_codebook().float()[ids]
+        self.code_offset[ids] += (targets - current).to(self.code_offset.dtype)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:  # z: (B, D, h, w)
         b, d, h, w = z.shape

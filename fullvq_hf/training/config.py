@@ -183,6 +183,19 @@ class TokenizerTrainingConfig(TrainingConfig):
         0, "every N steps, each VQBridge patch position none of whose codes was picked in those N steps gets the "
         "final-layer rows of the most-picked position, plus noise of 0.1 x their std; 0 = off, as the official recipe"
     )
+    code_restart_every: int = option(
+        0, "every N steps, the codes whose decayed pick count is below --code-restart-threshold move onto distinct "
+        "latents of the step's batch (lowest counts first, at most one batch's worth), through per-code offsets added "
+        "to the codebook (the model gets code_offsets=True); 0 = off, as the official recipes"
+    )
+    code_restart_window: int = option(
+        100, "time constant in steps of the decayed pick count of --code-restart-every (about the picks of the last "
+        "N steps): choose it so that its tokens are several times the codebook size"
+    )
+    code_restart_threshold: float = option(
+        1.0, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
+        "window; 2: also the rarely picked ones)"
+    )
     # output
     image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
     eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")

@@ -281,8 +281,10 @@ def unwrap_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.M
 
 
 def replica_checksums(accelerator: Accelerator, model: torch.nn.Module) -> dict:
-    """Every process's float64 sum of its parameters, and whether they agree (data-parallel replicas must)."""
-    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    """Every process's float64 sum of its parameters and floating-point buffers (e.g. code offsets), and whether
+    they agree (data-parallel replicas must)."""
+    tensors = [*model.parameters(), *(b for b in model.buffers() if b.is_floating_point())]
+    checksum = torch.stack([t.detach().double().sum() for t in tensors]).sum().reshape(1)
     sums = accelerator.gather(checksum.to(accelerator.device)).tolist()
     return {"replica_checksums": sums, "replicas_identical": all(v == sums[0] for v in sums)}
 

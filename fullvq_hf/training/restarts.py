@@ -1,4 +1,8 @@
-"""Restarts of dead VQBridge positions (``--bridge-restart-every N``; off by default, not in the official recipe).
+"""Restarts of dead codes, off by default and in no official recipe: whole VQBridge positions
+(``--bridge-restart-every N``, ``BridgePositionRestarts``) or single codes (``--code-restart-every N``,
+``CodeRestarts``).
+
+Bridge positions.
 
 The bridge's final layer has one block of weight rows per position inside a patch, and a block learns only when
 one of its own codes is picked. In short runs whole positions die that way: at 65,536 codes (S/8 bridge, 64
@@ -6,13 +10,37 @@ positions) 10 of 64 had no used code after 400 steps, capping usage near 84% (``
 Every N steps, each position none of whose codes was picked in those N steps (summed over processes) gets the rows
 of the most-picked position plus 10% noise (``BridgePositions.copy_position``): a near-copy of a live sub-codebook,
 which the nearest-code search then splits between the two, as k-means splits a cluster.
+
+Single codes. A live position still leaves codes dead or nearly so: each position's codes are one linear image of
+the patch features, and its outer codes sit where few or no latents are (at 65,536 codes 9,029 of them dead on the
+test split after 1,600 steps, median 0.29 from the nearest test latent against 0.07 for used codes;
+``benchmarks/usage_demo_curves.md``, seventh wave). Each code keeps a decayed count of its picks (all processes;
+time constant W = ``--code-restart-window`` steps, so about its picks in the last W steps). Every N steps the codes
+whose count is below T (``--code-restart-threshold``) are moved onto distinct latents of the step's batch, the
+lowest counts first and at most one batch's worth, as the dead-code restarts of Jukebox and vector-quantize-pytorch
+(its ``threshold_ema_dead_code``) do. The move goes through the quantizer's per-code offset (``restart_codes``), so
+the bridge and raw codebook stay as trained and the code keeps moving with them. Latents drawn from the batch
+follow the data's density, so the moved codes' cells hold similar numbers of tokens; T above 1 also moves the
+codes that are alive but rarely picked, which a finite test split leaves unused.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast
+
+
+def _check_unsharded(accelerator: Accelerator, option: str, what: str) -> None:
+    sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
+    if accelerator.distributed_type in sharded:
+        name = option.split("=")[0]
+        raise ValueError(
+            f"{option} rewrites {what} in place, which {accelerator.distributed_type.value} shards across "
+            f"processes; train with DDP (a plain `accelerate launch --multi_gpu`) or leave {name} at 0."
+        )
 
 
 class BridgePositionRestarts:
@@ -27,13 +55,7 @@ class BridgePositionRestarts:
             )
         if every < 1:
             raise ValueError(f"bridge_restart_every must be a positive number of steps (or 0: off), got {every}.")
-        sharded = (DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM)
-        if accelerator.distributed_type in sharded:
-            raise ValueError(
-                f"bridge_restart_every={every} rewrites rows of the bridge's final layer in place, which "
-                f"{accelerator.distributed_type.value} shards across processes; train with DDP (a plain "
-                "`accelerate launch --multi_gpu`) or leave bridge_restart_every at 0."
-            )
+        _check_unsharded(accelerator, f"bridge_restart_every={every}", "rows of the bridge's final layer")
         self.bridge, self.every, self.noise, self.accelerator = bridge, every, noise, accelerator
         self.positions = bridge.code_positions()
         self.hits = torch.zeros(bridge.patch_size**2, dtype=torch.long)
@@ -83,4 +105,95 @@ class BridgePositionRestarts:
         self.hits = torch.tensor(state["hits"], dtype=torch.long)
         if not self.accelerator.is_main_process:
             self.hits.zero_()
+        self.restarted = int(state["restarted"])
+
+
+class CodeRestarts:
+    """A decayed pick count per code (time constant ``window`` steps, picks of all processes); ``step(done,
+    latents)`` restarts the codes below ``threshold`` at multiples of ``every`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        every: int,
+        window: int,
+        accelerator: Accelerator,
+        threshold: float = 1.0,
+        seed: int = 0,
+    ):
+        quantize = getattr(model, "quantize", None)
+        if getattr(quantize, "code_offset", None) is None:
+            raise ValueError(
+                f"code_restart_every={every} moves codes through per-code offsets, and this model has none: build it "
+                "with code_offsets=True (the trainer does so for fresh models and --finetune-from-vq; a model given "
+                "by --init-from keeps its architecture), or leave code_restart_every at 0."
+            )
+        if getattr(quantize, "is_conditional", False):
+            raise ValueError(
+                f"code_restart_every={every}: this model's DiT bridge is class-conditional (one codebook per class), "
+                "and one offset per code cannot place a code for every class; leave code_restart_every at 0."
+            )
+        if every < 1 or window < 1 or not threshold > 0:
+            raise ValueError(
+                f"code_restart_every, code_restart_window and code_restart_threshold must be positive, got {every}, "
+                f"{window} and {threshold} (code_restart_every 0 turns restarts off)."
+            )
+        _check_unsharded(accelerator, f"code_restart_every={every}", "the quantizer's code offsets")
+        self.quantize, self.every, self.accelerator, self.seed = quantize, every, accelerator, seed
+        self.decay, self.threshold = 1.0 - 1.0 / window, float(threshold)
+        # a fresh code's count: it falls below the threshold after ``window`` steps without a pick (decay**window
+        # ~ 1/e), so no code counts as dead before one window has passed, and a restarted code gets a window too
+        self.fresh = self.threshold * math.e
+        self.recent = torch.full((quantize.codebook_size,), self.fresh, dtype=torch.float64)
+        self.pending = torch.zeros(quantize.codebook_size, dtype=torch.long)  # picks of this step so far
+        self.restarted = 0  # codes restarted so far (a code restarted twice counts twice)
+
+    def update(self, indices: torch.Tensor) -> None:
+        """Count the picks of one forward pass (its code indices, any shape)."""
+        self.pending += torch.bincount(indices.detach().flatten().cpu(), minlength=self.pending.numel())
+
+    def step(self, done: int, latents: torch.Tensor) -> int:
+        """After the optimizer step that completes step ``done`` (1-based), with ``latents`` (B, D, h, w) the
+        quantizer input of its last micro-batch (every process calls it): add the step's picks of all processes to
+        the decayed counts; at multiples of ``every``, move the codes whose count is below the threshold onto
+        distinct latents, the lowest counts first. Returns how many codes moved."""
+        acc = self.accelerator
+        picks = self.pending
+        if acc.num_processes > 1:  # every process adds the same picks, so the counts stay equal everywhere
+            picks = acc.reduce(picks.to(acc.device), reduction="sum").cpu()
+        self.recent.mul_(self.decay).add_(picks)
+        self.pending.zero_()
+        if done % self.every:
+            return 0
+        dead = (self.recent < self.threshold).nonzero().flatten()
+        if not len(dead):
+            return 0
+        z = latents.detach().float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
+        z = torch.unique(z, dim=0)  # identical latents (a flat background) would make identical codes
+        n = min(len(dead), len(z))
+        if acc.num_processes > 1:  # the main process's latents decide (``dead`` is the same on every process)
+            n = int(broadcast(torch.tensor([n], device=acc.device)).item())
+        lowest = dead[torch.argsort(self.recent[dead], stable=True)[:n]]
+        if acc.is_main_process:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + done)
+            targets = z[torch.randperm(len(z), generator=g)[:n].to(z.device)]
+            self.quantize.restart_codes(lowest.to(targets.device), targets)
+        if acc.num_processes > 1:
+            offsets = self.quantize.code_offset
+            offsets.copy_(broadcast(offsets.detach().clone()))
+        self.recent[lowest] = self.fresh
+        self.restarted += n
+        return n
+
+    def state_dict(self) -> dict:
+        """The decayed counts (the same on every process between steps) and the restart count."""
+        return {"recent": self.recent.tolist(), "restarted": self.restarted}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["recent"]) != self.recent.numel():
+            raise ValueError(
+                f"The checkpoint counts picks of {len(state['recent'])} codes, this model has "
+                f"{self.recent.numel()}: it was saved by a run with another codebook size."
+            )
+        self.recent = torch.tensor(state["recent"], dtype=torch.float64)
         self.restarted = int(state["restarted"])

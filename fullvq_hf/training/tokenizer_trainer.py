@@ -41,7 +41,7 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from .restarts import BridgePositionRestarts
+from .restarts import BridgePositionRestarts, CodeRestarts
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def build_model(cfg: TokenizerTrainingConfig) -> FVQModel | VQGANLCModel:
         if getattr(cfg, name) is not None:
             kwargs[name] = getattr(cfg, name)
     if cls is FVQModel:
-        kwargs.update(quantizer_type=cfg.quantizer_type, use_l2_norm=cfg.use_l2_norm)
+        kwargs.update(quantizer_type=cfg.quantizer_type, use_l2_norm=cfg.use_l2_norm,
+                      code_offsets=bool(cfg.code_restart_every))  # fmt: skip
         if cfg.quantizer_type == "vqbridge":
             kwargs.update(parse_bridge_preset(cfg.bridge or "L/4"))
         return FVQModel(**kwargs)
@@ -198,6 +199,8 @@ def _from_vq(cfg: TokenizerTrainingConfig) -> FVQModel:
     check_model_options(shape_check, source, cfg.finetune_from_vq, "--finetune-from-vq")
     overrides = {name: getattr(cfg, name) for name in ("beta", "codebook_loss_weight", "entropy_loss_weight")
                  if name in given and getattr(cfg, name) is not None}  # fmt: skip
+    if cfg.code_restart_every:
+        overrides["code_offsets"] = True
     return FVQModel.from_vq_tokenizer(source, cfg.bridge or "QBridge-L/4", **overrides)
 
 
@@ -325,6 +328,7 @@ class TokenizerTask(Task):
         self.d_weight = cfg.gan_weight if cfg.discriminator_loss_weight is None else cfg.discriminator_loss_weight
         self.last = None  # (pixels, reconstruction) of the last micro-batch, for the image grid
         self.restarts = None  # BridgePositionRestarts with --bridge-restart-every
+        self.code_restarts = None  # CodeRestarts with --code-restart-every
         self.train_dataset = None
 
     def build(self, accelerator: Accelerator, lr: float) -> list[Part]:
@@ -335,6 +339,12 @@ class TokenizerTask(Task):
             BridgePositionRestarts(model, cfg.bridge_restart_every, accelerator) if cfg.bridge_restart_every else None
         )
         self._restart_checked = -1  # the step whose restart is done (micro-batches of one step share it)
+        self.code_restarts = (
+            CodeRestarts(model, cfg.code_restart_every, cfg.code_restart_window, accelerator,
+                         cfg.code_restart_threshold, cfg.seed)  # fmt: skip
+            if cfg.code_restart_every
+            else None
+        )
         adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
                                                        **adam))]
@@ -420,6 +430,10 @@ class TokenizerTask(Task):
         self.usage.update(out.indices)
         if self.restarts is not None:
             self.restarts.update(out.indices)
+        if self.code_restarts is not None:
+            self.code_restarts.update(out.indices)
+            if acc.sync_gradients:  # the optimizer has stepped: step + 1 is complete
+                self.code_restarts.step(state.step + 1, out.latents)
         state.images_seen += x.shape[0] * acc.num_processes
         self.last = (x, out.sample)
         return logs
@@ -434,14 +448,23 @@ class TokenizerTask(Task):
         self.t_last, self.images_last = now, run.state.images_seen
         if self.restarts is not None:
             metrics["bridge_restarts"] = self.restarts.restarted
+        if self.code_restarts is not None:
+            metrics["code_restarts"] = self.code_restarts.restarted
         return metrics
 
     def state_dict(self) -> dict:
-        return {"bridge_restarts": self.restarts.state_dict()} if self.restarts is not None else {}
+        state = {}
+        if self.restarts is not None:
+            state["bridge_restarts"] = self.restarts.state_dict()
+        if self.code_restarts is not None:
+            state["code_restarts"] = self.code_restarts.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if self.restarts is not None and "bridge_restarts" in state:
             self.restarts.load_state_dict(state["bridge_restarts"])
+        if self.code_restarts is not None and "code_restarts" in state:
+            self.code_restarts.load_state_dict(state["code_restarts"])
 
     def on_step_end(self, run: Run) -> None:
         step = run.state.step
