@@ -108,7 +108,8 @@ def test_code_restarts_move_the_codes_below_the_threshold_onto_distinct_latents_
     torch.testing.assert_close(restarts.recent, expected, rtol=0, atol=1e-12)
     codebook = model.quantize.get_codebook().detach()
     distinct = torch.unique(latents.permute(0, 2, 3, 1).reshape(-1, 4), dim=0)
-    dist = torch.cdist(codebook[60:63], distinct)  # each moved code sits on a different distinct latent
+    # each moved code sits on a different distinct latent
+    dist = torch.cdist(codebook[60:63], distinct, compute_mode="donot_use_mm_for_euclid_dist")
     assert dist.min(1).values.max() < 1e-5 and len(set(dist.argmin(1).tolist())) == 3
     state = restarts.state_dict()
     again = CodeRestarts(model, every=2, window=2, accelerator=Accelerator(cpu=True), seed=0)
@@ -167,3 +168,37 @@ def test_trainer_restarts_dead_codes_exports_them_folded_and_resumes_exactly(tmp
     assert "quantize.code_offset" in a and all(torch.equal(a[k], b[k]) for k in a)
     resumed = [json.loads(line) for line in (tmp_path / "resumed" / "log_history.jsonl").read_text().splitlines()]
     assert [r["code_restarts"] for r in resumed] == restarted[3:]
+
+
+def test_a_plain_codebook_without_offsets_is_restarted_by_writing_its_rows():
+    q = _fvq(quantizer_type="vq").quantize
+    q.restart_codes(torch.tensor([3]), torch.ones(1, 4))
+    assert torch.equal(q.embedding.weight[3].detach(), torch.ones(4))
+    with pytest.raises(ValueError, match="no code offsets.*folded form"):
+        _fvq(quantizer_type="simvq").quantize.restart_codes(torch.tensor([0]), torch.zeros(1, 4))
+
+
+def test_reseed_rare_codes_moves_unpicked_codes_onto_distinct_latents_until_all_are_used():
+    from fullvq_hf.models.quantizers import nearest_codes
+    from fullvq_hf.training.restarts import reseed_rare_codes
+
+    q = _fvq(quantizer_type="vq").quantize
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(3000, 4, generator=g)
+    with torch.no_grad():
+        q.embedding.weight.copy_(torch.randn(64, 4, generator=g))
+        q.embedding.weight[:40] += 50.0  # 40 codes far from every latent: never picked
+    before = q.embedding.weight.detach().clone()
+    assert reseed_rare_codes(q, latents, rounds=0) == []
+    moved = reseed_rare_codes(q, latents, rounds=3, window=3000, threshold=1, seed=0)
+    assert moved[0] >= 40 and moved[-1] == 0  # the far codes (and any other unpicked one) move, then none is left
+    after = q.embedding.weight.detach()
+    changed = (after != before).any(1)
+    assert changed[:40].all()
+    exact = torch.cdist(after[changed], latents, compute_mode="donot_use_mm_for_euclid_dist")
+    assert exact.min(1).values.max() < 1e-6  # each moved code sits on a latent
+    assert len(torch.unique(after[changed], dim=0)) == int(changed.sum())  # on distinct ones
+    counts = torch.bincount(nearest_codes(latents, after)[0], minlength=64)
+    assert (counts > 0).all()
+    with pytest.raises(ValueError, match="rounds >= 0, window >= 1 and threshold > 0"):
+        reseed_rare_codes(q, latents, rounds=1, window=0)

@@ -207,11 +207,14 @@ class VectorQuantizer(nn.Module):
     def restart_codes(self, ids: torch.LongTensor, targets: torch.Tensor) -> None:
         """Move the codes ``ids`` (n,) onto ``targets`` (n, D), latents as the quantizer receives them, by setting
         their offsets: ``get_codebook()[ids]`` then equals ``targets`` (l2-normalised when ``use_l2_norm``). Only
-        the offsets change; the codes keep moving with the parametrisation as it trains."""
-        if self.code_offset is None:
+        the offsets change; the codes keep moving with the parametrisation as it trains. A plain codebook without
+        offsets (``VectorQuantizer``, e.g. a folded FVQ model) gets the rows written instead."""
+        plain = type(self).project_codebook is VectorQuantizer.project_codebook  # the codes are the weights
+        if self.code_offset is None and not plain:
             raise ValueError(
                 "This quantizer has no code offsets to restart codes with; build the model with code_offsets=True "
-                "(the trainer does so with --code-restart-every)."
+                "(the trainer does so with --code-restart-every), or restart the codes of its folded form "
+                "(FVQModel.fold(), a plain codebook)."
             )
         if ids.ndim != 1 or targets.shape != (len(ids), self.codebook_dim):
             raise ValueError(f"restart_codes expects ids (n,) and targets (n, {self.codebook_dim}); got "
@@ -219,6 +222,9 @@ class VectorQuantizer(nn.Module):
         targets = targets.float()
         if self.use_l2_norm:
             targets = F.normalize(targets, dim=-1)
+        if self.code_offset is None:  # a plain codebook: write the rows
+            self.embedding.weight[ids] = targets.to(self.embedding.weight.dtype)
+            return
         current = self.offset_codebook().float()[ids]
         self.code_offset[ids] += (targets - current).to(self.code_offset.dtype)
 

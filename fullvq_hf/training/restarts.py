@@ -29,8 +29,11 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, broadcast
+
+from ..models.quantizers import nearest_codes
 
 
 def _check_unsharded(accelerator: Accelerator, option: str, what: str) -> None:
@@ -197,3 +200,42 @@ class CodeRestarts:
             )
         self.recent = torch.tensor(state["recent"], dtype=torch.float64)
         self.restarted = int(state["restarted"])
+
+
+@torch.no_grad()
+def reseed_rare_codes(
+    quantize: torch.nn.Module,
+    latents: torch.Tensor,
+    rounds: int = 4,
+    window: int = 409_600,
+    threshold: float = 2.0,
+    seed: int = 0,
+) -> list[int]:
+    """Finish a trained codebook on fixed latents (N, D), e.g. the whole train split's: in each of ``rounds``,
+    search a random ``window`` of the latents and move the codes picked fewer than ``threshold`` times in it, the
+    least picked first, onto distinct latents drawn from all of them (``quantize.restart_codes``). No training: the
+    encoder and the other codes stay as they are. Returns the number of codes moved per round.
+
+    Not in any official recipe. During training, restarted codes drift with the bridge (at 16k and 65k codes, by
+    10-25x the code spacing between steps 200 and 400, ``benchmarks/usage_demo_curves.md``, eighth wave); on a
+    finished model they stay where they are put.
+    """
+    if rounds < 0 or window < 1 or not threshold > 0:
+        raise ValueError(f"rounds >= 0, window >= 1 and threshold > 0 are needed, got {rounds}, {window} and {threshold}.")
+    latents = latents.detach().float()
+    if quantize.use_l2_norm:
+        latents = F.normalize(latents, dim=-1)
+    pool = torch.unique(latents, dim=0)  # distinct targets: identical latents would make identical codes
+    g = torch.Generator().manual_seed(seed)
+    moved = []
+    for _ in range(rounds):
+        sample = latents[torch.randperm(len(latents), generator=g)[:window].to(latents.device)]
+        ids, _ = nearest_codes(sample, quantize.get_codebook().detach().float(), quantize.max_search_elements)
+        counts = torch.bincount(ids, minlength=quantize.codebook_size).cpu()
+        rare = (counts < threshold).nonzero().flatten()
+        rare = rare[torch.argsort(counts[rare], stable=True)][: len(pool)]
+        targets = pool[torch.randperm(len(pool), generator=g)[: len(rare)].to(pool.device)]
+        if len(rare):
+            quantize.restart_codes(rare.to(targets.device), targets)
+        moved.append(len(rare))
+    return moved
