@@ -63,16 +63,20 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("vq", "simvq", "lc", "fvq", "fvq-r", "fvq-dit")
-RESTART_EVERY = 20  # fvq-r
-METHOD_LABELS = {
-    "vq": "plain VQ",
-    "simvq": "SimVQ",
-    "lc": "VQGAN-LC-style",
-    "fvq": "FVQ (VQBridge)",
-    "fvq-r": "FVQ + restarts",
-    "fvq-dit": "FVQ (DiT bridge)",
-}
+# dead bridge positions restarted every 20 steps, off in the official recipe (benchmarks/usage_demo_curves.md, fifth wave)
+POSITION_RESTARTS = {"bridge_restart_every": 20}
+# method -> (label, plot colour, trainer options beyond the preset); FVQ methods also get bridge_for(K, method), and
+# "lc" its frozen codebook (run_options)
+METHOD_SPECS = {
+    "vq": ("plain VQ", "tab:gray", dict(quantizer_type="vq", bridge=None)),
+    "simvq": ("SimVQ", "tab:blue", dict(quantizer_type="simvq", bridge=None)),
+    "lc": ("VQGAN-LC-style", "tab:green", dict(model_type="vqgan-lc", bridge=None, quantizer_type="vq")),
+    "fvq": ("FVQ (VQBridge)", "tab:red", dict(quantizer_type="vqbridge")),
+    "fvq-r": ("FVQ + restarts", "tab:purple", dict(quantizer_type="vqbridge", **POSITION_RESTARTS)),
+    "fvq-dit": ("FVQ (DiT bridge)", "tab:orange", dict(quantizer_type="vqbridge")),
+}  # fmt: skip
+METHODS = tuple(METHOD_SPECS)
+METHOD_LABELS = {m: spec[0] for m, spec in METHOD_SPECS.items()}
 SCHEDULES = ("annealing", "constant")
 DEFAULT_KS = (4096, 16384, 65536, 262144)
 QUICK = {"ks": [1024, 4096], "steps": 20, "batch_size": 8, "eval_max_images": 300, "kmeans_max_vectors": 4}
@@ -398,19 +402,11 @@ def run_options(
     }
     if args.frechet:
         opts["feature_extractor"] = "fashion-mnist-classifier"
-    if method == "vq":
-        opts.update(quantizer_type="vq", bridge=None)
-    elif method == "simvq":
-        opts.update(quantizer_type="simvq", bridge=None)
-    elif method in ("fvq", "fvq-r", "fvq-dit"):
-        opts.update(quantizer_type="vqbridge", bridge=bridge_for(k, method))
-        if method == "fvq-r":
-            opts.update(bridge_restart_every=RESTART_EVERY)
+    opts.update(METHOD_SPECS[method][2])
+    if method.startswith("fvq"):
+        opts.update(bridge=bridge_for(k, method))
     elif method == "lc":
-        opts.update(model_type="vqgan-lc", bridge=None, quantizer_type="vq", lc_codebook=str(lc_path),
-                    codebook_feature_dim=FEATURE_DIM)  # fmt: skip
-    else:
-        raise ValueError(method)
+        opts.update(lc_codebook=str(lc_path), codebook_feature_dim=FEATURE_DIM)
     return opts
 
 
@@ -636,7 +632,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    colors = {"vq": "tab:gray", "simvq": "tab:blue", "lc": "tab:green", "fvq": "tab:red", "fvq-r": "tab:purple", "fvq-dit": "tab:orange"}
+    colors = {m: spec[1] for m, spec in METHOD_SPECS.items()}
     ks = sorted({r["codebook_size"] for r in ok})
     fig, axes = plt.subplots(1, len(ks) + 1, figsize=(4.2 * (len(ks) + 1), 4), dpi=110, squeeze=False)
     axes = axes[0]
