@@ -1,6 +1,11 @@
 """Small builders shared by the tests."""
 
+import json
+import shutil
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file
 
 
 def tiny_fvq(**overrides):
@@ -31,3 +36,26 @@ def assert_nearest_codes(ids, z, codebook, tol=1e-4):
     far = chosen > best.values + tol * (1 + best.values)
     assert not far.any(), f"{int(far.sum())} of {len(ids)} ids are not a nearest code (worst excess {(chosen - best.values).max():.3g})"
     assert (ids == best.indices).float().mean() >= 0.99
+
+
+def log_history(run_dir) -> list[dict]:
+    """The rows of a trainer run's ``log_history.jsonl``."""
+    return [json.loads(line) for line in (Path(run_dir) / "log_history.jsonl").read_text().splitlines()]
+
+
+def resume_from_checkpoint(whole, resumed, step: int, run) -> dict:
+    """Copy run ``whole``'s checkpoint of ``step`` into the fresh run folder ``resumed`` and resume it there with
+    ``run(resumed, resume="latest")``; returns that call's result."""
+    name = f"checkpoint-{step:08d}"
+    (Path(resumed) / "checkpoints").mkdir(parents=True)
+    shutil.copytree(Path(whole) / "checkpoints" / name, Path(resumed) / "checkpoints" / name)
+    return run(resumed, resume="latest")
+
+
+def assert_same_weights(a, b, folder: str = "model-train") -> None:
+    """Two runs exported the same weights, bit for bit."""
+    wa = load_file(Path(a) / folder / "diffusion_pytorch_model.safetensors")
+    wb = load_file(Path(b) / folder / "diffusion_pytorch_model.safetensors")
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k

@@ -2,14 +2,13 @@
 rows to others, and the trainer's ``--bridge-restart-every`` (counting, restarting, exact resume)."""
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
-from safetensors.torch import load_file
+from helpers import assert_same_weights, log_history, resume_from_checkpoint
 
 from fullvq_hf import FVQModel
 from fullvq_hf.models.vqbridge import DiTVQBridge, VQBridge
@@ -168,19 +167,12 @@ def _run(out, **kw):
 
 def test_trainer_restarts_dead_positions_and_resumes_them_exactly(tmp_path):
     _run(tmp_path / "whole")
-    logs = [json.loads(line) for line in (tmp_path / "whole" / "log_history.jsonl").read_text().splitlines()]
-    restarted = [r["bridge_restarts"] for r in logs]
+    restarted = [r["bridge_restarts"] for r in log_history(tmp_path / "whole")]
     assert restarted == sorted(restarted) and restarted[2] > 0  # a zero-initialised bridge picks one position first
     assert restarted[4] > restarted[3]  # and one after the resume point below, whose noise must be drawn the same
     state = json.loads((tmp_path / "whole" / "checkpoints" / "checkpoint-00000003" / "trainer_state.json").read_text())
     assert sum(state["task"]["bridge_restarts"]["hits"]) == 4 * 16 * 16  # step 3's picks, counted for the step-4 restart
     # resumed from step 3 (mid-window): the restart after step 4 sees the saved picks, so the weights are the same
-    ckpt = tmp_path / "resumed" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-00000003", ckpt / "checkpoint-00000003")
-    assert _run(tmp_path / "resumed", resume="latest")["steps_this_run"] == 2
-    a = load_file(tmp_path / "whole" / "model-train" / "diffusion_pytorch_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model-train" / "diffusion_pytorch_model.safetensors")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "log_history.jsonl").read_text().splitlines()]
-    assert [r["bridge_restarts"] for r in resumed] == restarted[3:]
+    assert resume_from_checkpoint(tmp_path / "whole", tmp_path / "resumed", 3, _run)["steps_this_run"] == 2
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    assert [r["bridge_restarts"] for r in log_history(tmp_path / "resumed")] == restarted[3:]

@@ -2,13 +2,13 @@
 trainer's ``CodeRestarts`` (which codes move, onto what, when) and ``--code-restart-every`` (exact resume)."""
 
 import json
-import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from helpers import assert_same_weights, log_history, resume_from_checkpoint
 from safetensors.torch import load_file
 
 from fullvq_hf import FVQModel
@@ -151,23 +151,17 @@ def _run(out, **kw):
 
 def test_trainer_restarts_dead_codes_exports_them_folded_and_resumes_exactly(tmp_path):
     _run(tmp_path / "whole")
-    logs = [json.loads(line) for line in (tmp_path / "whole" / "log_history.jsonl").read_text().splitlines()]
-    restarted = [r["code_restarts"] for r in logs]
+    restarted = [r["code_restarts"] for r in log_history(tmp_path / "whole")]
     assert restarted[0] == 0 and restarted[1] > 0 and restarted[5] > restarted[3]  # after steps 2, 4 and 6
     trained = FVQModel.from_pretrained(tmp_path / "whole" / "model-train")
     assert trained.config.code_offsets is True and trained.quantize.code_offset.abs().sum() > 0
     folded = FVQModel.from_pretrained(tmp_path / "whole" / "model")
     torch.testing.assert_close(folded.get_codebook(), trained.get_codebook().detach(), rtol=0, atol=1e-6)
     # resumed from step 3 (between two restarts): the picks saved with the checkpoint decide the step-4 restart
-    ckpt = tmp_path / "resumed" / "checkpoints"
-    ckpt.mkdir(parents=True)
-    shutil.copytree(tmp_path / "whole" / "checkpoints" / "checkpoint-00000003", ckpt / "checkpoint-00000003")
-    assert _run(tmp_path / "resumed", resume="latest")["steps_this_run"] == 3
-    a = load_file(tmp_path / "whole" / "model-train" / "diffusion_pytorch_model.safetensors")
-    b = load_file(tmp_path / "resumed" / "model-train" / "diffusion_pytorch_model.safetensors")
-    assert "quantize.code_offset" in a and all(torch.equal(a[k], b[k]) for k in a)
-    resumed = [json.loads(line) for line in (tmp_path / "resumed" / "log_history.jsonl").read_text().splitlines()]
-    assert [r["code_restarts"] for r in resumed] == restarted[3:]
+    assert resume_from_checkpoint(tmp_path / "whole", tmp_path / "resumed", 3, _run)["steps_this_run"] == 3
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    assert "quantize.code_offset" in load_file(tmp_path / "whole" / "model-train" / "diffusion_pytorch_model.safetensors")
+    assert [r["code_restarts"] for r in log_history(tmp_path / "resumed")] == restarted[3:]
 
 
 def test_a_plain_codebook_without_offsets_is_restarted_by_writing_its_rows():

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import assert_same_weights
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -62,19 +63,11 @@ def _resume_from_copy(reference_out, tmp_path, damage=None):
     return results
 
 
-def _assert_same_weights(a: Path, b: Path):
-    wa = load_file(a / "model-train" / "diffusion_pytorch_model.safetensors")
-    wb = load_file(b / "model-train" / "diffusion_pytorch_model.safetensors")
-    assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.equal(wa[k], wb[k]), k
-
-
 def test_resume_equals_uninterrupted_run(reference_run, tmp_path):
     out, _ = reference_run
     results = _resume_from_copy(out, tmp_path)
     assert results["step"] == 20
-    _assert_same_weights(out, tmp_path)
+    assert_same_weights(out, tmp_path)
 
 
 def test_log_history_of_a_resumed_run_equals_the_uninterrupted_one(reference_run, tmp_path):
@@ -113,7 +106,7 @@ def test_truncated_or_flipped_checkpoints_fall_back_to_the_previous_one(referenc
     printed = capsys.readouterr().out
     assert "skipped unusable checkpoint" in printed and "checkpoint-00000015" in printed
     assert "checkpoint-00000017: model.safetensors does not match its recorded sha256" in printed
-    _assert_same_weights(out, tmp_path)  # resumed from step 10, as the uninterrupted run
+    assert_same_weights(out, tmp_path)  # resumed from step 10, as the uninterrupted run
 
 
 def test_resume_with_no_usable_checkpoint_is_a_clear_error(tmp_path):
@@ -264,7 +257,7 @@ def test_resume_with_ema_equals_the_uninterrupted_run(tmp_path):
     state = json.loads((ckpt / "checkpoint-00000002" / "trainer_state.json").read_text())
     assert state["ema"]["optimization_step"] == 2 and state["ema"]["decay"] == 0.8
     assert train(tiny(tmp_path / "resumed", resume="latest", **opts))["steps_this_run"] == 2
-    _assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
     for name in ("ema.safetensors", "model.safetensors"):
         a = load_file(tmp_path / "whole" / "checkpoints" / "checkpoint-00000004" / name)
         b = load_file(tmp_path / "resumed" / "checkpoints" / "checkpoint-00000004" / name)
@@ -428,7 +421,7 @@ def test_two_process_ddp_keeps_replicas_identical_and_counts_usage_over_both(tmp
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "checkpoints" / "checkpoint-00000003", resumed / "checkpoints" / "checkpoint-00000003")
     _launch_two_processes(resumed, "--resume", "latest", "--eval-split", "none")
-    _assert_same_weights(tmp_path, resumed)
+    assert_same_weights(tmp_path, resumed)
 
 
 def test_finetune_from_pretrained_with_bf16_accumulation_and_ema(reference_run, tmp_path):
