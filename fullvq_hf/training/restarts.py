@@ -217,7 +217,7 @@ def reseed_rare_codes(
     encoder and the other codes stay as they are. Returns the number of codes moved per round.
 
     Not in any official recipe. During training, restarted codes drift with the bridge (at 16k and 65k codes, by
-    10-25x the code spacing between steps 200 and 400, ``benchmarks/usage_demo_curves.md``, eighth wave); on a
+    7-26x the code spacing between steps 200 and 400, ``benchmarks/usage_demo_curves.md``, eighth wave); on a
     finished model they stay where they are put.
     """
     if rounds < 0 or window < 1 or not threshold > 0:
