@@ -19,6 +19,9 @@ Methods and the trainer options they map to:
     fvq-r   FVQ with dead bridge positions restarted        as fvq, plus bridge_restart_every=20 (not in the
             every 20 steps                                  official recipe; benchmarks/usage_demo_curves.md,
                                                             fifth wave)
+    fvq-c   FVQ with dead positions and rare codes         as fvq-r, plus code_restart_every=1,
+            restarted                                       code_restart_window=100, code_restart_threshold=2
+                                                            (not in the official recipe; eighth wave)
     fvq-dit FVQ with the official recipes' DiT bridge       quantizer_type="vqbridge", bridge="QBridge-S/4"
             (unconditional, fixed sin-cos positions)        (K <= 16384) or "QBridge-S/8" (K > 16384)
 
@@ -63,8 +66,10 @@ from pathlib import Path
 
 import torch
 
-# dead bridge positions restarted every 20 steps, off in the official recipe (benchmarks/usage_demo_curves.md, fifth wave)
+# dead-code restarts, off in the official recipes (benchmarks/usage_demo_curves.md): bridge positions every 20 steps
+# (fifth wave), single codes every step, those below 2 decayed picks with a 100-step time constant (eighth wave)
 POSITION_RESTARTS = {"bridge_restart_every": 20}
+CODE_RESTARTS = {"code_restart_every": 1, "code_restart_window": 100, "code_restart_threshold": 2.0}
 # method -> (label, plot colour, trainer options beyond the preset); FVQ methods also get bridge_for(K, method), and
 # "lc" its frozen codebook (run_options)
 METHOD_SPECS = {
@@ -73,6 +78,8 @@ METHOD_SPECS = {
     "lc": ("VQGAN-LC-style", "tab:green", dict(model_type="vqgan-lc", bridge=None, quantizer_type="vq")),
     "fvq": ("FVQ (VQBridge)", "tab:red", dict(quantizer_type="vqbridge")),
     "fvq-r": ("FVQ + restarts", "tab:purple", dict(quantizer_type="vqbridge", **POSITION_RESTARTS)),
+    "fvq-c": ("FVQ + restarts of positions and codes", "tab:pink",
+              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
     "fvq-dit": ("FVQ (DiT bridge)", "tab:orange", dict(quantizer_type="vqbridge")),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
@@ -554,7 +561,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "(`quantizer_type=vqbridge`) with the *cheap* ViT bridges **S/4** for K <= 16384 and **S/8** above (64 "
         "wide, depth 2), not the paper's L/4, L/8; **FVQ + restarts** the same with `bridge_restart_every=20` (a "
         "position of the bridge none of whose codes was picked in 20 steps gets a noisy copy of the most-picked "
-        "position's rows; not in the official recipe); **FVQ (DiT bridge)** the official recipes' unconditional DiT "
+        "position's rows; not in the official recipe); **FVQ + restarts of positions and codes** the same plus "
+        "`code_restart_every=1, code_restart_window=100, code_restart_threshold=2` (every step, the codes with fewer "
+        "than 2 picks in a decayed count of time constant 100 steps move onto distinct latents of the batch; not in "
+        "the official recipe); **FVQ (DiT bridge)** the official recipes' unconditional DiT "
         "bridge of the same size (QBridge-S/4, QBridge-S/8: fixed sin-cos positions, adaLN blocks).",
         "",
     ]
