@@ -189,8 +189,8 @@ class TokenizerTrainingConfig(TrainingConfig):
         "to the codebook (the model gets code_offsets=True); 0 = off, as the official recipes"
     )
     code_restart_window: int = option(
-        100, "time constant in steps of the decayed pick count of --code-restart-every (about the picks of the last "
-        "N steps): choose it so that its tokens are several times the codebook size"
+        100, "time constant in steps of the decayed pick count of --code-restart-every (about a code's picks in that "
+        "many recent steps): choose it so that its tokens are several times the codebook size"
     )
     code_restart_threshold: float = option(
         1.0, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
