@@ -194,5 +194,5 @@ def test_reseed_rare_codes_moves_unpicked_codes_onto_distinct_latents_until_all_
     assert len(torch.unique(after[changed], dim=0)) == int(changed.sum())  # on distinct ones
     counts = torch.bincount(nearest_codes(latents, after)[0], minlength=64)
     assert (counts > 0).all()
-    with pytest.raises(ValueError, match="rounds >= 0, window >= 1 and threshold > 0"):
+    with pytest.raises(ValueError, match=r"rounds >= 0, window >= 1 \(or None\) and threshold > 0"):
         reseed_rare_codes(q, latents, rounds=1, window=0)

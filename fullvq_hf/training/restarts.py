@@ -46,6 +46,17 @@ def _check_unsharded(accelerator: Accelerator, option: str, what: str) -> None:
         )
 
 
+def _distinct_latents(latents: torch.Tensor) -> torch.Tensor:
+    """The distinct rows of ``latents`` (N, D): identical latents (a flat background) would make identical codes, of
+    which the search only ever picks the first."""
+    return torch.unique(latents.detach().float(), dim=0)
+
+
+def _draw(pool: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` rows of ``pool`` drawn at random without replacement."""
+    return pool[torch.randperm(len(pool), generator=generator)[:n].to(pool.device)]
+
+
 class BridgePositionRestarts:
     """Counts picks per bridge position; ``step(step)`` restarts the dead ones at multiples of ``every``."""
 
@@ -128,8 +139,9 @@ class CodeRestarts:
         if getattr(quantize, "code_offset", None) is None:
             raise ValueError(
                 f"code_restart_every={every} moves codes through per-code offsets, and this model has none: build it "
-                "with code_offsets=True (the trainer does so for fresh models and --finetune-from-vq; a model given "
-                "by --init-from keeps its architecture), or leave code_restart_every at 0."
+                "with code_offsets=True (the trainer does so for fresh FVQ models and --finetune-from-vq; a model "
+                "given by --init-from keeps its architecture, and VQGAN-LC models have no offsets), or leave "
+                "code_restart_every at 0."
             )
         if getattr(quantize, "is_conditional", False):
             raise ValueError(
@@ -171,15 +183,13 @@ class CodeRestarts:
         dead = (self.recent < self.threshold).nonzero().flatten()
         if not len(dead):
             return 0
-        z = latents.detach().float().permute(0, 2, 3, 1).reshape(-1, latents.shape[1])
-        z = torch.unique(z, dim=0)  # identical latents (a flat background) would make identical codes
+        z = _distinct_latents(latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]))
         n = min(len(dead), len(z))
         if acc.num_processes > 1:  # the main process's latents decide (``dead`` is the same on every process)
             n = int(broadcast(torch.tensor([n], device=acc.device)).item())
         lowest = dead[torch.argsort(self.recent[dead], stable=True)[:n]]
         if acc.is_main_process:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + done)
-            targets = z[torch.randperm(len(z), generator=g)[:n].to(z.device)]
+            targets = _draw(z, n, torch.Generator().manual_seed(self.seed * 1_000_003 + done))
             self.quantize.restart_codes(lowest.to(targets.device), targets)
         if acc.num_processes > 1:
             offsets = self.quantize.code_offset
@@ -207,12 +217,12 @@ def reseed_rare_codes(
     quantize: torch.nn.Module,
     latents: torch.Tensor,
     rounds: int = 4,
-    window: int = 409_600,
+    window: int | None = None,
     threshold: float = 2.0,
     seed: int = 0,
 ) -> list[int]:
     """Finish a trained codebook on fixed latents (N, D), e.g. the whole train split's: in each of ``rounds``,
-    search a random ``window`` of the latents and move the codes picked fewer than ``threshold`` times in it, the
+    search a random ``window`` of the latents (None: all of them) and move the codes picked fewer than ``threshold`` times in it, the
     least picked first, onto distinct latents drawn from all of them (``quantize.restart_codes``). No training: the
     encoder and the other codes stay as they are. Returns the number of codes moved per round.
 
@@ -220,21 +230,22 @@ def reseed_rare_codes(
     7-26x the code spacing between steps 200 and 400, ``benchmarks/usage_demo_curves.md``, eighth wave); on a
     finished model they stay where they are put.
     """
-    if rounds < 0 or window < 1 or not threshold > 0:
-        raise ValueError(f"rounds >= 0, window >= 1 and threshold > 0 are needed, got {rounds}, {window} and {threshold}.")
+    if rounds < 0 or (window is not None and window < 1) or not threshold > 0:
+        raise ValueError(f"rounds >= 0, window >= 1 (or None) and threshold > 0 are needed, got {rounds}, {window} and "
+                         f"{threshold}.")  # fmt: skip
     latents = latents.detach().float()
     if quantize.use_l2_norm:
         latents = F.normalize(latents, dim=-1)
-    pool = torch.unique(latents, dim=0)  # distinct targets: identical latents would make identical codes
+    pool = _distinct_latents(latents)
     g = torch.Generator().manual_seed(seed)
     moved = []
     for _ in range(rounds):
-        sample = latents[torch.randperm(len(latents), generator=g)[:window].to(latents.device)]
+        sample = _draw(latents, window or len(latents), g)
         ids, _ = nearest_codes(sample, quantize.get_codebook().detach().float(), quantize.max_search_elements)
         counts = torch.bincount(ids, minlength=quantize.codebook_size).cpu()
         rare = (counts < threshold).nonzero().flatten()
         rare = rare[torch.argsort(counts[rare], stable=True)][: len(pool)]
-        targets = pool[torch.randperm(len(pool), generator=g)[: len(rare)].to(pool.device)]
+        targets = _draw(pool, len(rare), g)
         if len(rare):
             quantize.restart_codes(rare.to(targets.device), targets)
         moved.append(len(rare))
