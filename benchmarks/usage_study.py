@@ -24,6 +24,7 @@ Methods and the trainer options they map to:
                                                             (not in the official recipe; eighth wave)
     fvq-dit FVQ with the official recipes' DiT bridge       quantizer_type="vqbridge", bridge="QBridge-S/4"
             (unconditional, fixed sin-cos positions)        (K <= 16384) or "QBridge-S/8" (K > 16384)
+    fvq-dit-c  the DiT bridge with the restarts of fvq-c    as fvq-dit, plus fvq-c's restart options
 
 VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
 (``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
@@ -81,6 +82,8 @@ METHOD_SPECS = {
     "fvq-c": ("FVQ + restarts of positions and codes", "tab:pink",
               dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
     "fvq-dit": ("FVQ (DiT bridge)", "tab:orange", dict(quantizer_type="vqbridge")),
+    "fvq-dit-c": ("FVQ (DiT bridge) + restarts of positions and codes", "tab:brown",
+                  dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
 METHOD_LABELS = {m: spec[0] for m, spec in METHOD_SPECS.items()}
@@ -244,9 +247,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def bridge_for(k: int, method: str = "fvq") -> str:
     """The (cheap) VQBridge preset used for K codes: S/4 up to 16384, S/8 above; the DiT bridge of the same size
-    for ``fvq-dit``."""
+    for ``fvq-dit`` and ``fvq-dit-c``."""
     vit = "S/4" if k <= 16384 else "S/8"
-    return f"QBridge-{vit}" if method == "fvq-dit" else vit
+    return f"QBridge-{vit}" if method.startswith("fvq-dit") else vit
 
 
 def kmeans_iters(k: int, override: int | None = None) -> int:
@@ -482,6 +485,16 @@ def run_one(
         traceback.print_exc()
     row["wall_seconds"] = time.perf_counter() - t0
     return row
+
+
+def kept_train_split(run: str, args: argparse.Namespace) -> dict:
+    """Train-split usage of a run kept by --keep-done that was made before its K was in --train-usage, from the
+    model that run saved."""
+    torch.set_num_threads(args.threads)
+    patch_dataset_cache()
+    t0 = time.perf_counter()
+    stats = split_usage(Path(args.run_dir) / run / "model", "train")
+    return {**stats, "seconds": time.perf_counter() - t0, "added": "--keep-done, from the run's saved model"}
 
 
 # ---------------------------------------------------------------------------------------------------- report
@@ -768,16 +781,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
         meta["machine"] = f"{old['machine']}; then: {meta['machine']}"
         print(f"--keep-done: {len(rows)} finished run(s) kept from {output.with_suffix('.json')}", flush=True)
     total = len(rows) + len(plan)
+    wants_train = [r for r in rows if "train_split" not in r and (args.train_usage is None or r["codebook_size"] in args.train_usage)]  # fmt: skip
+    backfill = [r for r in wants_train if (Path(args.run_dir) / r["run"] / "model").is_dir()]
+    for row in wants_train:
+        if row not in backfill:
+            print(f"--keep-done: {row['run']} has no saved model under {args.run_dir}: its train-split usage stays "
+                  "'-' (run it again to add it)", flush=True)  # fmt: skip
 
-    def done(row: dict) -> None:
-        rows.append(row)
-        elapsed = time.perf_counter() - start
-        report_row(len(rows), total, row, elapsed)
-        meta["total_seconds"] = elapsed
+    def save() -> None:
+        meta["total_seconds"] = time.perf_counter() - start
         meta["status"] = None if len(rows) == total else f"in progress: {len(rows)}/{total} runs done"
         write_outputs(rows, meta, output)
 
+    def backfilled(row: dict, stats: dict) -> None:
+        row["train_split"] = stats
+        print(f"--keep-done: {row['run']}: train split {fmt_pct(stats['usage'])} (added)", flush=True)
+        save()
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        report_row(len(rows), total, row, time.perf_counter() - start)
+        save()
+
     if args.jobs == 1:
+        for row in backfill:
+            backfilled(row, kept_train_split(row["run"], args))
         for method, k, schedule, steps, seed in plan:
             print(f"[{len(rows) + 1}/{total}] {METHOD_LABELS[method]} K={k} {schedule} {steps} steps seed {seed} ...",
                   flush=True)  # fmt: skip
@@ -785,9 +813,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     else:  # a fresh process per run (spawned: nothing inherited from the parent's torch or accelerate state)
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-            futures = [pool.submit(run_one, *r, args, lc_paths.get(r[1])) for r in plan]
+            kept = {pool.submit(kept_train_split, row["run"], args): row for row in backfill}
+            futures = [*kept, *(pool.submit(run_one, *r, args, lc_paths.get(r[1])) for r in plan)]
             for future in concurrent.futures.as_completed(futures):
-                done(future.result())
+                if future in kept:
+                    backfilled(kept[future], future.result())
+                else:
+                    done(future.result())
     meta["total_seconds"] = time.perf_counter() - start
     meta["status"] = None
     write_outputs(rows, meta, output)
