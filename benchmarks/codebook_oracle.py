@@ -15,6 +15,12 @@ perplexity of:
 If the k-means codebook of the same encoder uses (nearly) every code on the test split, the test split's tokens
 are enough to hit every code of a well-placed codebook, and what limits usage is where training put the codes.
 
+Test split or sample size (``sample_size_report``): the run's usage on random draws from the train split as large
+as the test split, and the usage that the train split's per-code counts predict for that many tokens (each code hit
+as a Poisson variable with the mean its train count scaled down). If both match the test usage, the codes missed on
+the test split are not overfitted to the train split but picked too rarely for 640k tokens to hit them: what
+limits the test figure is how unequal the codes' shares are, and the quantiles of those shares say by how much.
+
 For an FVQ run (``model-train/`` holds the bridge) it also reports how the bridge's structure shapes the codebook
 (``bridge_report``): the covariance spectrum of the test latents against that of each position's sub-codebook
 (the codes one final-layer block makes), and the dead codes' share per patch and per position.
@@ -56,6 +62,22 @@ def search_stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor,
 def stats(z: torch.Tensor, codebook: torch.Tensor) -> tuple[torch.Tensor, str]:
     counts, s = search_stats(z, codebook)
     return counts, f"usage {s['usage']:.4%}  mse {s['mse']:.5f}  perplexity {s['perplexity']:,.0f}"
+
+
+def sample_size_report(z_train: torch.Tensor, train_counts: torch.Tensor, codebook: torch.Tensor, n: int,
+                       seed: int, draws: int = 3) -> None:
+    """Usage over ``draws`` random sets of ``n`` train latents, beside the usage ``train_counts`` predict for ``n``
+    tokens (Poisson), and the per-code shares of the train split against the mean share."""
+    g = torch.Generator().manual_seed(seed)
+    drawn = [search_stats(z_train[torch.randperm(len(z_train), generator=g)[:n]], codebook)[1]["usage"]
+             for _ in range(draws)]  # fmt: skip
+    expected = train_counts.double() * n / len(z_train)
+    predicted = float((1 - torch.exp(-expected)).mean())
+    share = train_counts.double() / train_counts.double().mean()
+    q = torch.quantile(share, torch.tensor([0.01, 0.05, 0.1, 0.5], dtype=torch.float64))
+    print(f"  {n:,} train latents drawn at random ({draws} draws): usage {', '.join(f'{u:.2%}' for u in drawn)}; "
+          f"predicted by the train counts (Poisson): {predicted:.2%}; train hits per code / mean at quantiles "
+          f"1/5/10/50% = {', '.join(f'{v:.3f}' for v in q)}")  # fmt: skip
 
 
 def dead_share_by(groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -113,13 +135,14 @@ def main(argv: list[str] | None = None) -> None:
     z_train, z_test = latents(model, "train"), latents(model, "test")
     print(f"{args.run_dir}: K = {k:,}, dim {codebook.shape[1]}; {len(z_train):,} train and {len(z_test):,} test latents")
 
-    def row(name: str, c: torch.Tensor) -> torch.Tensor:
+    def row(name: str, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         test_counts, test = stats(z_test, c)
-        _, train = stats(z_train, c)
+        train_counts, train = stats(z_train, c)
         print(f"{name:<28} test: {test} | train: {train}", flush=True)
-        return test_counts
+        return test_counts, train_counts
 
-    counts = row("run's codebook", codebook)
+    counts, train_counts = row("run's codebook", codebook)
+    sample_size_report(z_train, train_counts, codebook, len(z_test), args.seed)
     q = np.quantile(counts.numpy(), [0.01, 0.05, 0.1, 0.5, 0.9, 0.99])
     print(f"  test hits per code: quantiles 1/5/10/50/90/99% = {', '.join(f'{v:g}' for v in q)}; "
           f"{(counts <= 3).double().mean():.1%} of the codes have <= 3")  # fmt: skip
