@@ -673,7 +673,7 @@ def plot(rows: list[dict], path: Path) -> bool:
         ax.set_ylim(0, 100)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:  # each panel names its own methods
-            ax.legend(fontsize=7, loc="best")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2))  # below: the curves keep the panel
     ax = axes[-1]
     for (method, schedule, _, k), runs in sorted(groups(rows).items()):
         style = "o" if schedule == "annealing" else "s"
@@ -694,7 +694,7 @@ def plot(rows: list[dict], path: Path) -> bool:
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # with the legends below the panels
     plt.close(fig)
     return True
 
