@@ -487,13 +487,17 @@ def run_one(
     return row
 
 
-def kept_train_split(run: str, args: argparse.Namespace) -> dict:
+def kept_train_split(run: str, args: argparse.Namespace) -> dict | None:
     """Train-split usage of a run kept by --keep-done that was made before its K was in --train-usage, from the
-    model that run saved."""
+    model that run saved; None if that fails (the row stays as it was, and the study's other runs go on)."""
     torch.set_num_threads(args.threads)
     patch_dataset_cache()
     t0 = time.perf_counter()
-    stats = split_usage(Path(args.run_dir) / run / "model", "train")
+    try:
+        stats = split_usage(Path(args.run_dir) / run / "model", "train")
+    except Exception:
+        traceback.print_exc()
+        return None
     return {**stats, "seconds": time.perf_counter() - t0, "added": "--keep-done, from the run's saved model"}
 
 
@@ -793,7 +797,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         meta["status"] = None if len(rows) == total else f"in progress: {len(rows)}/{total} runs done"
         write_outputs(rows, meta, output)
 
-    def backfilled(row: dict, stats: dict) -> None:
+    def backfilled(row: dict, stats: dict | None) -> None:
+        if stats is None:
+            print(f"--keep-done: {row['run']}: its train-split usage failed (traceback above), it stays '-'", flush=True)
+            return
         row["train_split"] = stats
         print(f"--keep-done: {row['run']}: train split {fmt_pct(stats['usage'])} (added)", flush=True)
         save()
