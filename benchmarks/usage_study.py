@@ -582,7 +582,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "`code_restart_every=1, code_restart_window=100, code_restart_threshold=2` (every step, the codes with fewer "
         "than 2 picks in a decayed count of time constant 100 steps move onto distinct latents of the batch; not in "
         "the official recipe); **FVQ (DiT bridge)** the official recipes' unconditional DiT "
-        "bridge of the same size (QBridge-S/4, QBridge-S/8: fixed sin-cos positions, adaLN blocks).",
+        "bridge of the same size (QBridge-S/4, QBridge-S/8: fixed sin-cos positions, adaLN blocks); **FVQ (DiT "
+        "bridge) + restarts of positions and codes** that bridge with the restarts of the ViT row of the same name.",
         "",
     ]
     if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):
