@@ -437,6 +437,12 @@ def split_usage(model_dir: Path, split: str, batch: int = 1000) -> dict:
             "perplexity": stats["perplexity"]}  # fmt: skip
 
 
+def timed_train_split(model_dir: Path) -> dict:
+    """``split_usage`` of the whole train split, with the seconds it took."""
+    t0 = time.perf_counter()
+    return {**split_usage(model_dir, "train"), "seconds": time.perf_counter() - t0}
+
+
 def read_curve(out_dir: Path) -> list[list[float]]:
     """[step, training-time usage] from the run's log_history.jsonl (usage of the codes hit by the batches of
     each log window)."""
@@ -476,9 +482,7 @@ def run_one(
                     "num_images", "num_tokens", "step", "train_time_s"):  # fmt: skip
             row[key] = results.get(key)
         if args.train_usage is None or k in args.train_usage:
-            t1 = time.perf_counter()
-            row["train_split"] = split_usage(out_dir / "model", "train")
-            row["train_split"]["seconds"] = time.perf_counter() - t1
+            row["train_split"] = timed_train_split(out_dir / "model")
         row["curve"] = read_curve(out_dir)
     except Exception as e:  # a failed run is a row, not a crash
         row.update(status="failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
@@ -492,13 +496,12 @@ def kept_train_split(run: str, args: argparse.Namespace) -> dict | None:
     model that run saved; None if that fails (the row stays as it was, and the study's other runs go on)."""
     torch.set_num_threads(args.threads)
     patch_dataset_cache()
-    t0 = time.perf_counter()
     try:
-        stats = split_usage(Path(args.run_dir) / run / "model", "train")
+        stats = timed_train_split(Path(args.run_dir) / run / "model")
     except Exception:
         traceback.print_exc()
         return None
-    return {**stats, "seconds": time.perf_counter() - t0, "added": "--keep-done, from the run's saved model"}
+    return {**stats, "added": "--keep-done, from the run's saved model"}
 
 
 # ---------------------------------------------------------------------------------------------------- report
