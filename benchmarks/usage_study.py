@@ -25,6 +25,10 @@ Methods and the trainer options they map to:
     fvq-dit FVQ with the official recipes' DiT bridge       quantizer_type="vqbridge", bridge="QBridge-S/4"
             (unconditional, fixed sin-cos positions)        (K <= 16384) or "QBridge-S/8" (K > 16384)
     fvq-dit-c  the DiT bridge with the restarts of fvq-c    as fvq-dit, plus fvq-c's restart options
+    fvq-e   fvq-c moving every code below 1.28x the mean   as fvq-c, with code_restart_threshold = 1.28 x the
+            share (evens the codes' shares out)            mean picks of a code in the window: 100 x batch x
+                                                            64 / K (batch 64: 32 at 16k, 8 at 65k, 2 at 262k;
+                                                            ninth and tenth waves)
 
 VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
 (``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
@@ -71,6 +75,8 @@ import torch
 # (fifth wave), single codes every step, those below 2 decayed picks with a 100-step time constant (eighth wave)
 POSITION_RESTARTS = {"bridge_restart_every": 20}
 CODE_RESTARTS = {"code_restart_every": 1, "code_restart_window": 100, "code_restart_threshold": 2.0}
+# fvq-e's threshold: this many times the mean picks of a code in the window (run_options), the same share at every K
+EVEN_SHARE = 1.28
 # method -> (label, plot colour, trainer options beyond the preset); FVQ methods also get bridge_for(K, method), and
 # "lc" its frozen codebook (run_options)
 METHOD_SPECS = {
@@ -84,6 +90,8 @@ METHOD_SPECS = {
     "fvq-dit": ("FVQ (DiT bridge)", "tab:orange", dict(quantizer_type="vqbridge")),
     "fvq-dit-c": ("FVQ (DiT bridge) + restarts of positions and codes", "tab:brown",
                   dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
+    "fvq-e": ("FVQ + restarts of positions and codes below 1.28x the mean share", "tab:olive",
+              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
 METHOD_LABELS = {m: spec[0] for m, spec in METHOD_SPECS.items()}
@@ -93,6 +101,7 @@ QUICK = {"ks": [1024, 4096], "steps": 20, "batch_size": 8, "eval_max_images": 30
 PRESET = "cpu-fmnist-fvq"
 CODEBOOK_DIM = 8
 FEATURE_DIM = 64  # channels of the classifier's second stage
+TOKENS_PER_IMAGE = 64  # the preset's 8 x 8 token grid
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -413,6 +422,9 @@ def run_options(
     if args.frechet:
         opts["feature_extractor"] = "fashion-mnist-classifier"
     opts.update(METHOD_SPECS[method][2])
+    if method == "fvq-e":
+        mean_picks = CODE_RESTARTS["code_restart_window"] * args.batch_size * TOKENS_PER_IMAGE / k
+        opts.update(code_restart_threshold=EVEN_SHARE * mean_picks)
     if method.startswith("fvq"):
         opts.update(bridge=bridge_for(k, method))
     elif method == "lc":
@@ -558,7 +570,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         + (f" ({steps})" if steps and not a["run"] else "")
         + f" x batch {a['batch_size']}, warm-up {a['lr_scheduler_warmup']} steps; seeds {a['seeds']} for "
         f"{', '.join(a['seeds_for'])}, seed {a['seed']} otherwise; test usage on the "
-        f"first {a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * 64:,} tokens)"
+        f"first {a['eval_max_images']:,} Fashion-MNIST test images ({a['eval_max_images'] * TOKENS_PER_IMAGE:,} tokens)"
         + ("" if a["train_usage"] == [] else ", train-split usage on all 60,000 training images (3,840,000 tokens)")
         + (f" for K in {a['train_usage']}" if a["train_usage"] else "")
         + ".",
