@@ -83,3 +83,69 @@ def test_ids_equal_brute_force_exactly_with_ties(budget, k):
     exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)  # (N, K) int64
     assert torch.equal(idx, exact.argmin(1))
     assert torch.equal(dist, exact.min(1).values.float())
+
+
+def integer_points(n, k, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    # clustered like latents: a few centres, small integer offsets (exact in float32, many exact ties)
+    centres = torch.randint(-20, 21, (6, d), generator=g)
+    z = centres[torch.randint(0, 6, (n,), generator=g)] + torch.randint(-3, 4, (n, d), generator=g)
+    codebook = centres[torch.randint(0, 6, (k,), generator=g)] + torch.randint(-4, 5, (k, d), generator=g)
+    return z.float(), codebook.float()
+
+
+@pytest.mark.parametrize("k", [257, 1000, 4096])
+@pytest.mark.parametrize("budget", [300, 1 << 24])
+def test_pruned_search_ids_equal_brute_force_exactly_with_ties(k, budget):
+    """The k-d tree pruned search (a whole split against a large codebook) gives exactly the dense search's ids,
+    lowest index on ties, for codebook sizes that are not a multiple of the leaf size (padded leaves)."""
+    from fullvq_hf.models.quantizers import _pruned_search
+
+    z, codebook = integer_points(6000, k, 8, k + budget)
+    idx, dist = _pruned_search(z, codebook, budget)
+    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)
+    assert torch.equal(idx, exact.argmin(1))
+    assert torch.equal(dist, exact.min(1).values.float())
+
+
+def test_pruned_search_matches_dense_on_continuous_latents():
+    from fullvq_hf.models.quantizers import _dense_search, _pruned_search
+
+    g = torch.Generator().manual_seed(0)
+    codebook = torch.randn(3000, 8, generator=g) * torch.linspace(0.2, 2.0, 8)
+    z = codebook[torch.randint(0, 3000, (20000,), generator=g)] + 0.05 * torch.randn(20000, 8, generator=g)
+    idx, dist = _pruned_search(z, codebook, 1 << 24)
+    ref_idx, ref_dist = _dense_search(z, codebook, 1 << 24)
+    assert torch.allclose(dist, ref_dist, rtol=1e-5, atol=1e-5)
+    # ids may differ only where two codes are equally near up to float32 rounding
+    chosen = (z.double() - codebook.double()[idx]).pow(2).sum(1)
+    ref = (z.double() - codebook.double()[ref_idx]).pow(2).sum(1)
+    assert torch.allclose(chosen, ref, rtol=1e-5, atol=1e-6)
+    assert (idx == ref_idx).float().mean() > 0.999
+
+
+def test_kd_leaves_cover_every_code():
+    from fullvq_hf.models.quantizers import _kd_leaves
+
+    codebook = torch.randn(1000, 8, generator=torch.Generator().manual_seed(0))
+    leaves, dims, values = _kd_leaves(codebook, 64)
+    assert leaves.shape == (16, 63) and len(dims) == len(values) == 4
+    assert torch.equal(torch.unique(leaves), torch.arange(1000))
+
+
+def test_large_cpu_searches_take_the_pruned_path(monkeypatch):
+    from fullvq_hf.models import quantizers
+
+    calls = []
+    real = quantizers._pruned_search
+    monkeypatch.setattr(quantizers, "_pruned_search", lambda *a: calls.append(1) or real(*a))
+    z, codebook = integer_points(3000, 1000, 8, 0)
+    quantizers.nearest_codes(z, codebook)  # N x K below the threshold: dense
+    assert not calls
+    monkeypatch.setattr(quantizers, "_PRUNE_MIN_PAIRS", 1)
+    idx, _ = quantizers.nearest_codes(z, codebook)
+    assert calls == [1]
+    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)
+    assert torch.equal(idx, exact.argmin(1))
+    quantizers.nearest_codes(torch.cat([z] * 3, 1)[:, :17], torch.cat([codebook] * 3, 1)[:, :17])  # dim 17: dense
+    assert calls == [1]
