@@ -434,7 +434,8 @@ def run_options(
 
 @torch.no_grad()
 def split_usage(model_dir: Path, split: str, batch: int = 1000) -> dict:
-    """Exact usage of an exported tokenizer on a whole Fashion-MNIST split (encoder + search only)."""
+    """Exact usage of an exported tokenizer on a whole Fashion-MNIST split: the encoder batch by batch, then one
+    search over all the latents (``nearest_codes`` prunes a whole split's search against a large codebook)."""
     from fullvq_hf.data import load_fashion_mnist, to_pixels
     from fullvq_hf.metrics import CodebookUsage
     from fullvq_hf.models.loading import load_tokenizer
@@ -442,8 +443,8 @@ def split_usage(model_dir: Path, split: str, batch: int = 1000) -> dict:
     model = load_tokenizer(model_dir).eval()
     images, _ = load_fashion_mnist(split)
     meter = CodebookUsage(model.codebook_size)
-    for start in range(0, len(images), batch):
-        meter.update(model.tokenize(to_pixels(images[start : start + batch])))
+    latents = [model.encode(to_pixels(images[start : start + batch])).latents for start in range(0, len(images), batch)]
+    meter.update(model.quantize.search(torch.cat(latents)))
     stats = meter.compute()
     return {"usage": stats["usage"], "used_codes": stats["used_codes"], "num_tokens": stats["num_tokens"],
             "perplexity": stats["perplexity"]}  # fmt: skip
