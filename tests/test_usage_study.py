@@ -1,0 +1,36 @@
+"""The usage study's mapping from a method to trainer options (benchmarks/usage_study.py)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "usage_study.py"
+
+
+@pytest.fixture(scope="module")
+def study():
+    spec = importlib.util.spec_from_file_location("usage_study", STUDY)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["usage_study"] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["usage_study"]
+
+
+@pytest.mark.parametrize("batch, expected", [(64, [32.0, 8.0, 2.0]), (32, [16.0, 4.0, 1.0])])
+def test_even_share_threshold_is_the_same_share_at_every_k(study, tmp_path, batch, expected):
+    args = study.parse_args(["--batch-size", str(batch)])
+    opts = [study.run_options("fvq-e", k, "annealing", 400, 0, args, tmp_path, None) for k in (16384, 65536, 262144)]
+    assert [o["code_restart_threshold"] for o in opts] == expected
+    assert all(o["code_restart_every"] == 1 and o["code_restart_window"] == 100 for o in opts)
+    assert [o["bridge"] for o in opts] == ["S/4", "S/8", "S/8"]
+    fixed = study.run_options("fvq-c", 16384, "annealing", 400, 0, args, tmp_path, None)
+    assert fixed["code_restart_threshold"] == 2.0
+
+
+def test_methods_without_code_restarts_get_none(study, tmp_path):
+    args = study.parse_args([])
+    for method in ("vq", "simvq", "fvq", "fvq-r", "fvq-dit"):
+        assert "code_restart_every" not in study.run_options(method, 4096, "annealing", 50, 0, args, tmp_path, None)
