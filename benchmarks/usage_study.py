@@ -723,7 +723,7 @@ def plot(rows: list[dict], path: Path) -> bool:
 def write_outputs(rows: list[dict], meta: dict, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     png = output.with_suffix(".png")
-    meta["plot"] = str(png) if plot(rows, png) else None
+    meta["plot"] = png.name if plot(rows, png) else None  # beside the JSON and the markdown
     text = markdown(rows, meta)
     output.write_text(text)
     lc = {str(k): v for k, v in meta.get("lc_codebooks", {}).items()}
