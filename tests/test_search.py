@@ -149,3 +149,14 @@ def test_large_cpu_searches_take_the_pruned_path(monkeypatch):
     assert torch.equal(idx, exact.argmin(1))
     quantizers.nearest_codes(torch.cat([z] * 3, 1)[:, :17], torch.cat([codebook] * 3, 1)[:, :17])  # dim 17: dense
     assert calls == [1]
+
+
+def test_non_finite_inputs_keep_the_dense_search(monkeypatch):
+    from fullvq_hf.models import quantizers
+
+    z, codebook = integer_points(3000, 1000, 8, 1)
+    z[5, 2] = float("nan")
+    monkeypatch.setattr(quantizers, "_PRUNE_MIN_PAIRS", 1)
+    monkeypatch.setattr(quantizers, "_pruned_search", lambda *a: pytest.fail("pruned search on a NaN latent"))
+    idx, _ = quantizers.nearest_codes(z, codebook)
+    assert idx.shape == (3000,) and int(idx.max()) < 1000

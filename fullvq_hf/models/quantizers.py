@@ -74,8 +74,10 @@ def nearest_codes(
     with torch.autocast(device_type=z.device.type, enabled=False):
         z, codebook = z.float(), codebook.float()
         (n, d), k = z.shape, codebook.shape[0]
+        # (the pruned search needs finite values: a box with a NaN bounds nothing)
         if (z.device.type == "cpu" and d <= _PRUNE_MAX_DIM and k >= 4 * _PRUNE_LEAF and n * k >= _PRUNE_MIN_PAIRS
-                and n >= _PRUNE_MIN_TOKENS_PER_CODE * k):  # fmt: skip
+                and n >= _PRUNE_MIN_TOKENS_PER_CODE * k and bool(torch.isfinite(z).all())
+                and bool(torch.isfinite(codebook).all())):  # fmt: skip
             return _pruned_search(z, codebook, max_elements)
         return _dense_search(z, codebook, max_elements)
 
