@@ -90,7 +90,7 @@ METHOD_SPECS = {
     "fvq-dit": ("FVQ (DiT bridge)", "tab:orange", dict(quantizer_type="vqbridge")),
     "fvq-dit-c": ("FVQ (DiT bridge) + restarts of positions and codes", "tab:brown",
                   dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
-    "fvq-e": ("FVQ + restarts of positions and codes below 1.28x the mean share", "tab:olive",
+    "fvq-e": ("FVQ + restarts below 1.28x the mean share", "tab:olive",
               dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
