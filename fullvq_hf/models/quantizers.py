@@ -47,7 +47,9 @@ def _search_blocks(num_tokens: int, num_codes: int, max_elements: int) -> tuple[
 # codebook is cut into k-d tree leaves of _PRUNE_LEAF codes, and the tokens falling into a leaf's cell are searched
 # only against the leaves whose bounding box can hold a code nearer than what the nearest _PRUNE_FIRST boxes gave.
 _PRUNE_LEAF, _PRUNE_FIRST, _PRUNE_MAX_DIM = 64, 4, 16
-_PRUNE_MIN_PAIRS, _PRUNE_MIN_TOKENS_PER_CODE = 1 << 31, 2  # below these the dense search is as fast
+# where it measured faster (benchmarks/README.md, bench_search.py), with a margin; one training batch (4,096
+# tokens, a tree rebuilt for a codebook that moves every step) stays with the dense search
+_PRUNE_MIN_PAIRS, _PRUNE_MIN_TOKENS_PER_CODE = 1 << 31, 2
 _PRUNE_TOLERANCE = 1e-5  # x (|z| + max |e|)^2: far above float32 rounding of a distance (~1e-6 of that)
 
 
