@@ -599,7 +599,11 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "than 2 picks in a decayed count of time constant 100 steps move onto distinct latents of the batch; not in "
         "the official recipe); **FVQ (DiT bridge)** the official recipes' unconditional DiT "
         "bridge of the same size (QBridge-S/4, QBridge-S/8: fixed sin-cos positions, adaLN blocks); **FVQ (DiT "
-        "bridge) + restarts of positions and codes** that bridge with the restarts of the ViT row of the same name.",
+        "bridge) + restarts of positions and codes** that bridge with the restarts of the ViT row of the same name; "
+        f"**FVQ + restarts below {EVEN_SHARE}x the mean share** the ViT row with restarts of positions and codes, its "
+        f"`code_restart_threshold` {EVEN_SHARE} x the mean picks of a code in the window (100 x batch x "
+        f"{TOKENS_PER_IMAGE} / K: 32 at 16,384, 8 at 65,536, 2 at 262,144 with batch 64, where it equals the row "
+        "above; not in the official recipe).",
         "",
     ]
     if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):
