@@ -7,6 +7,11 @@ from fullvq_hf import nearest_codes
 from fullvq_hf.models.quantizers import _search_blocks
 
 
+def exact_sq_dist(z, codebook):
+    """(N, K) int64 squared distances of integer-valued points: exact, whatever the summation order."""
+    return (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)
+
+
 def brute_force(z, codebook):
     d = torch.cdist(z.double(), codebook.double()).pow(2)
     return d.argmin(1), d.min(1).values
@@ -80,7 +85,7 @@ def test_ids_equal_brute_force_exactly_with_ties(budget, k):
     z = torch.randint(-3, 4, (1500, 8), generator=g).float()
     codebook = torch.randint(-2, 3, (k, 8), generator=g).float()
     idx, dist = nearest_codes(z, codebook, max_elements=budget)
-    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)  # (N, K) int64
+    exact = exact_sq_dist(z, codebook)
     assert torch.equal(idx, exact.argmin(1))
     assert torch.equal(dist, exact.min(1).values.float())
 
@@ -103,7 +108,7 @@ def test_pruned_search_ids_equal_brute_force_exactly_with_ties(k, budget):
 
     z, codebook = integer_points(6000, k, 8, k + budget)
     idx, dist = _pruned_search(z, codebook, budget)
-    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)
+    exact = exact_sq_dist(z, codebook)
     assert torch.equal(idx, exact.argmin(1))
     assert torch.equal(dist, exact.min(1).values.float())
 
@@ -145,7 +150,7 @@ def test_large_cpu_searches_take_the_pruned_path(monkeypatch):
     monkeypatch.setattr(quantizers, "_PRUNE_MIN_PAIRS", 1)
     idx, _ = quantizers.nearest_codes(z, codebook)
     assert calls == [1]
-    exact = (z.long()[:, None, :] - codebook.long()[None, :, :]).pow(2).sum(-1)
+    exact = exact_sq_dist(z, codebook)
     assert torch.equal(idx, exact.argmin(1))
     quantizers.nearest_codes(torch.cat([z] * 3, 1)[:, :17], torch.cat([codebook] * 3, 1)[:, :17])  # dim 17: dense
     assert calls == [1]
