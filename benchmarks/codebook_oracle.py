@@ -21,6 +21,11 @@ as a Poisson variable with the mean its train count scaled down). If both match 
 the test split are not overfitted to the train split but picked too rarely for 640k tokens to hit them: what
 limits the test figure is how unequal the codes' shares are, and the quantiles of those shares say by how much.
 
+Train split or restart targets (``seen_report``): code restarts move codes onto latents of training batches, so on
+the train split a code can count as used only because the image it was placed on is part of it. The script compares
+the usage over the train images the run trained on (its sampler's order, from ``training_config.json`` and
+``results.json``) with as many images it never saw; the gap measures that effect at that sample size.
+
 For an FVQ run (``model-train/`` holds the bridge) it also reports how the bridge's structure shapes the codebook
 (``bridge_report``): the covariance spectrum of the test latents against that of each position's sub-codebook
 (the codes one final-layer block makes), and the dead codes' share per patch and per position.
@@ -29,6 +34,7 @@ For an FVQ run (``model-train/`` holds the bridge) it also reports how the bridg
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +42,7 @@ import torch
 
 from fullvq_hf import CodebookUsage
 from fullvq_hf.data import load_fashion_mnist, to_pixels
+from fullvq_hf.data.images import StepBatchSampler
 from fullvq_hf.models.loading import load_tokenizer
 from fullvq_hf.models.quantizers import nearest_codes
 
@@ -78,6 +85,41 @@ def sample_size_report(z_train: torch.Tensor, train_counts: torch.Tensor, codebo
     print(f"  {n:,} train latents drawn at random ({draws} draws): usage {', '.join(f'{u:.2%}' for u in drawn)}; "
           f"predicted by the train counts (Poisson): {predicted:.2%}; train hits per code / mean at quantiles "
           f"1/5/10/50% = {', '.join(f'{v:.3f}' for v in q)}")  # fmt: skip
+
+
+def seen_images(run_dir: Path, num_images: int) -> torch.Tensor | None:
+    """Indices of the train images a finished run trained on, from its sampler's seed and the positions its steps
+    consumed (``results.json``: step, global batch), or None when that cannot be told (a streamed dataset)."""
+    cfg = json.loads((run_dir / "training_config.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
+    if cfg.get("streaming") or cfg.get("dataset") != "fashion_mnist":
+        return None
+    # every step consumes the next global batch of positions of the sampler's epoch permutations
+    sampler = StepBatchSampler(num_images, results["global_batch_size"], seed=cfg["seed"], total_steps=results["step"])
+    return torch.tensor(sorted({index for batch in sampler for _, index in batch}), dtype=torch.long)
+
+
+def seen_report(run_dir: Path, z_train: torch.Tensor, codebook: torch.Tensor, seed: int) -> None:
+    """Usage over the train images the run trained on against as many it never saw. Code restarts place codes on
+    the latents of training batches, so a code can be used on the train split only because the image it was placed
+    on is in it; a gap between the two figures measures that."""
+    num_images = len(load_fashion_mnist("train")[1])
+    seen = seen_images(run_dir, num_images)
+    if seen is None:
+        return
+    unseen = torch.ones(num_images, dtype=torch.bool)
+    unseen[seen] = False
+    unseen = unseen.nonzero().flatten()
+    m = min(len(seen), len(unseen))
+    if m == 0:
+        print("  seen / unseen train images: the run trained on every image, nothing is left to compare")
+        return
+    g = torch.Generator().manual_seed(seed)
+    per_image = z_train.view(num_images, -1, z_train.shape[1])
+    usage = [search_stats(per_image[ids[torch.randperm(len(ids), generator=g)[:m]]].flatten(0, 1), codebook)[1]["usage"]
+             for ids in (seen, unseen)]  # fmt: skip
+    print(f"  {m:,} train images the run trained on: usage {usage[0]:.2%}; {m:,} it never saw: {usage[1]:.2%} "
+          f"({len(seen):,} seen in all)")
 
 
 def dead_share_by(groups: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -143,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
 
     counts, train_counts = row("run's codebook", codebook)
     sample_size_report(z_train, train_counts, codebook, len(z_test), args.seed)
+    seen_report(args.run_dir, z_train, codebook, args.seed)
     q = np.quantile(counts.numpy(), [0.01, 0.05, 0.1, 0.5, 0.9, 0.99])
     print(f"  test hits per code: quantiles 1/5/10/50/90/99% = {', '.join(f'{v:g}' for v in q)}; "
           f"{(counts <= 3).double().mean():.1%} of the codes have <= 3")  # fmt: skip
