@@ -196,3 +196,65 @@ def test_reseed_rare_codes_moves_unpicked_codes_onto_distinct_latents_until_all_
     assert (counts > 0).all()
     with pytest.raises(ValueError, match=r"rounds >= 0, window >= 1 \(or None\) and threshold > 0"):
         reseed_rare_codes(q, latents, rounds=1, window=0)
+
+
+@pytest.mark.parametrize("kind", ["vqbridge", "vq"])
+def test_restart_codes_with_a_rate_moves_the_codes_that_fraction_of_the_way(kind):
+    q = _fvq(quantizer_type=kind, code_offsets=kind == "vqbridge").quantize
+    before = q.get_codebook().detach().clone()
+    ids, targets = torch.tensor([2, 9, 40]), torch.randn(3, 4)
+    q.restart_codes(ids, targets, rate=torch.tensor([0.5, 0.25, 1.0]))
+    after = q.get_codebook().detach()
+    expected = before[ids] + torch.tensor([[0.5], [0.25], [1.0]]) * (targets - before[ids])
+    torch.testing.assert_close(after[ids], expected, rtol=0, atol=1e-6)
+    q.restart_codes(ids[:1], targets[:1], rate=0.5)
+    torch.testing.assert_close(q.get_codebook().detach()[2], (expected[0] + targets[0]) / 2, rtol=0, atol=1e-6)
+    keep = torch.ones(64, dtype=torch.bool)
+    keep[ids] = False
+    assert torch.equal(q.get_codebook().detach()[keep], before[keep])
+
+
+def test_code_tracking_moves_each_picked_code_towards_its_latents_mean_and_restarted_codes_onto_a_latent():
+    model = _fvq(code_offsets=True)
+    before = model.quantize.get_codebook().detach().clone()
+    # every code picked twice except code 7 (once): with window 1 (no memory) and threshold 1.5 only 7 is restarted
+    ids = torch.arange(64).repeat(2)[torch.arange(128) != 7]
+    latents = torch.randn(1, 4, len(ids), 1)
+    tracking = CodeRestarts(model, every=1, window=1, accelerator=Accelerator(cpu=True), threshold=1.5, track=0.5)
+    half = len(ids) // 2  # two micro-batches of one step: the mean covers both
+    tracking.update(ids[:half].reshape(1, -1, 1), latents[:, :, :half])
+    tracking.update(ids[half:].reshape(1, -1, 1), latents[:, :, half:])
+    assert tracking.step(1, latents) == 1
+    after = model.quantize.get_codebook().detach()
+    flat = latents[0, :, :, 0].T
+    means = torch.zeros(64, 4).index_add_(0, ids, flat) / torch.bincount(ids, minlength=64)[:, None]
+    moved = torch.arange(64) != 7
+    torch.testing.assert_close(after[moved], before[moved] + 0.5 * (means[moved] - before[moved]), rtol=0, atol=1e-5)
+    exact = torch.cdist(after[7:8], flat, compute_mode="donot_use_mm_for_euclid_dist")
+    assert exact.min() < 1e-5  # restarted onto a latent, not tracked
+    assert not torch.any(tracking.pending_sums)  # the step consumed its sums
+    # a step without picks (and no restart due) moves nothing
+    again = CodeRestarts(model, every=2, window=1, accelerator=Accelerator(cpu=True), track=0.5)
+    again.update(torch.zeros(1, 0, 1, dtype=torch.long), torch.zeros(1, 4, 0, 1))
+    assert again.step(1, latents) == 0 and torch.equal(model.quantize.get_codebook().detach(), after)
+
+
+def test_code_tracking_says_what_it_needs(tmp_path):
+    acc = Accelerator(cpu=True)
+    with pytest.raises(ValueError, match="between 0 \\(off\\) and 1, got 1.5"):
+        CodeRestarts(_fvq(code_offsets=True), every=2, window=3, accelerator=acc, track=1.5)
+    with pytest.raises(ValueError, match=r"needs the latents of the picks: update\(indices, latents\)"):
+        CodeRestarts(_fvq(code_offsets=True), every=2, window=3, accelerator=acc, track=0.1).update(torch.tensor([1]))
+    with pytest.raises(ValueError, match="set --code-restart-every too"):
+        _run(tmp_path / "no-restarts", code_restart_every=0, code_track_rate=0.1)
+
+
+def test_trainer_with_code_tracking_resumes_exactly(tmp_path):
+    _run(tmp_path / "whole", code_track_rate=0.5)
+    untracked = tmp_path / "untracked"
+    _run(untracked)
+    tracked = FVQModel.from_pretrained(tmp_path / "whole" / "model-train").quantize.code_offset
+    assert not torch.equal(tracked, FVQModel.from_pretrained(untracked / "model-train").quantize.code_offset)
+    tracking = lambda out, **kw: _run(out, code_track_rate=0.5, **kw)  # noqa: E731
+    assert resume_from_checkpoint(tmp_path / "whole", tmp_path / "resumed", 3, tracking)["steps_this_run"] == 3
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")

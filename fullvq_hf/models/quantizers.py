@@ -290,10 +290,11 @@ class VectorQuantizer(nn.Module):
         return F.normalize(codebook, dim=-1) if self.use_l2_norm else codebook
 
     @torch.no_grad()
-    def restart_codes(self, ids: torch.LongTensor, targets: torch.Tensor) -> None:
+    def restart_codes(self, ids: torch.LongTensor, targets: torch.Tensor, rate: float | torch.Tensor = 1.0) -> None:
         """Move the codes ``ids`` (n,) onto ``targets`` (n, D), latents as the quantizer receives them, by setting
         their offsets: ``get_codebook()[ids]`` then equals ``targets`` (l2-normalised when ``use_l2_norm``). Only
-        the offsets change; the codes keep moving with the parametrisation as it trains. A plain codebook without
+        the offsets change; the codes keep moving with the parametrisation as it trains. ``rate`` (a number, or one
+        per code (n,)) moves them that fraction of the way instead (1: onto the targets). A plain codebook without
         offsets (``VectorQuantizer``, e.g. a folded FVQ model) gets the rows written instead."""
         plain = type(self).project_codebook is VectorQuantizer.project_codebook  # the codes are the weights
         if self.code_offset is None and not plain:
@@ -308,11 +309,17 @@ class VectorQuantizer(nn.Module):
         targets = targets.float()
         if self.use_l2_norm:
             targets = F.normalize(targets, dim=-1)
+        rate = torch.as_tensor(rate, dtype=torch.float32, device=targets.device)
+        if rate.ndim:
+            rate = rate[:, None]
         if self.code_offset is None:  # a plain codebook: write the rows
+            if rate.ndim or float(rate) != 1.0:
+                current = self.embedding.weight[ids].float()
+                targets = current + rate * (targets - current)
             self.embedding.weight[ids] = targets.to(self.embedding.weight.dtype)
             return
         current = self.offset_codebook().float()[ids]
-        self.code_offset[ids] += (targets - current).to(self.code_offset.dtype)
+        self.code_offset[ids] += (rate * (targets - current)).to(self.code_offset.dtype)
 
     def forward(self, z: torch.Tensor) -> QuantizerOutput:  # z: (B, D, h, w)
         b, d, h, w = z.shape

@@ -196,6 +196,10 @@ class TokenizerTrainingConfig(TrainingConfig):
         1.0, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
         "window; 2: also the rarely picked ones)"
     )
+    code_track_rate: float = option(
+        0.0, "with --code-restart-every: every step, each code picked moves this fraction of the way to the mean of "
+        "the latents that picked it (an online k-means step on its offset); 0 = off"
+    )
     # output
     image_every: int = option(500, "steps between reconstruction grids; 0 disables them")
     eval_max_images: int | None = option(None, "evaluate on at most this many images; none = the whole split")

@@ -339,9 +339,14 @@ class TokenizerTask(Task):
             BridgePositionRestarts(model, cfg.bridge_restart_every, accelerator) if cfg.bridge_restart_every else None
         )
         self._restart_checked = -1  # the step whose restart is done (micro-batches of one step share it)
+        if cfg.code_track_rate and not cfg.code_restart_every:
+            raise ValueError(
+                f"code_track_rate={cfg.code_track_rate} moves codes through the offsets of the code restarts; set "
+                "--code-restart-every too (e.g. 1), or leave code_track_rate at 0."
+            )
         self.code_restarts = (
             CodeRestarts(model, cfg.code_restart_every, cfg.code_restart_window, accelerator,
-                         cfg.code_restart_threshold, cfg.seed)  # fmt: skip
+                         cfg.code_restart_threshold, cfg.seed, cfg.code_track_rate)  # fmt: skip
             if cfg.code_restart_every
             else None
         )
@@ -431,7 +436,7 @@ class TokenizerTask(Task):
         if self.restarts is not None:
             self.restarts.update(out.indices)
         if self.code_restarts is not None:
-            self.code_restarts.update(out.indices)
+            self.code_restarts.update(out.indices, out.latents)
             if acc.sync_gradients:  # the optimizer has stepped: step + 1 is complete
                 self.code_restarts.step(state.step + 1, out.latents)
         state.images_seen += x.shape[0] * acc.num_processes
