@@ -1,7 +1,9 @@
 """Small builders shared by the tests."""
 
+import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -59,3 +61,14 @@ def assert_same_weights(a, b, folder: str = "model-train") -> None:
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
+
+
+def benchmark_module(name: str):
+    """Import ``benchmarks/<name>.py`` as the module ``name``, registered in ``sys.modules`` while a test uses it
+    (dataclasses look their module up there); a generator for a pytest fixture: ``yield from``."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[name]

@@ -1,24 +1,16 @@
 """benchmarks/codebook_oracle.py: which train images a finished run trained on."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
-ORACLE = Path(__file__).resolve().parents[1] / "benchmarks" / "codebook_oracle.py"
+from helpers import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def oracle():
-    spec = importlib.util.spec_from_file_location("codebook_oracle", ORACLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["codebook_oracle"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["codebook_oracle"]
+    yield from benchmark_module("codebook_oracle")
 
 
 def fake_run(tmp_path: Path, steps: int, global_batch: int, seed: int = 3, **config) -> Path:

@@ -1,22 +1,12 @@
 """The usage study's mapping from a method to trainer options (benchmarks/usage_study.py)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-STUDY = Path(__file__).resolve().parents[1] / "benchmarks" / "usage_study.py"
+from helpers import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def study():
-    spec = importlib.util.spec_from_file_location("usage_study", STUDY)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["usage_study"] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["usage_study"]
+    yield from benchmark_module("usage_study")
 
 
 @pytest.mark.parametrize("batch, expected", [(64, [32.0, 8.0, 2.0]), (32, [16.0, 4.0, 1.0])])
