@@ -392,6 +392,7 @@ def _launch_two_processes(out, *extra: str) -> None:
         "--bridge-restart-every", "2",  # picks summed over both processes, the restarted rows the same on both
         "--bridge", "S/4",  # 16 positions: some are still restarted after the resume point below
         "--code-restart-every", "2", "--code-restart-window", "1",  # last picks merged, the main process's offsets
+        "--code-track-rate", "0.5",  # the latents' sums of both processes
         *extra,
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
