@@ -202,38 +202,36 @@ class CodeRestarts:
             if sums is not None:
                 sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
         self.recent.mul_(self.decay).add_(picks)
-        ids, targets, rates = [], [], []
-        if sums is not None:  # the codes picked this step move towards the mean of their latents
-            hit = (picks > 0).nonzero().flatten()
-            ids.append(hit)
-            targets.append(sums[hit] / picks[hit, None])
-            rates.append(torch.full((len(hit),), self.track))
+        hit = (picks > 0).nonzero().flatten() if sums is not None else None  # tracked: picked this step
+        means = sums[hit] / picks[hit, None] if hit is not None else None
+        self.pending.zero_()  # (``picks`` and ``sums`` may be these very tensors)
+        if sums is not None:
             self.pending_sums.zero_()
-        self.pending.zero_()  # (``picks`` may be this very tensor)
-        n = 0
-        dead = (self.recent < self.threshold).nonzero().flatten()
-        if done % self.every == 0 and len(dead):
+        n, lowest = 0, None
+        dead = (self.recent < self.threshold).nonzero().flatten() if done % self.every == 0 else None
+        if dead is not None and len(dead):
             z = _distinct_latents(latents.permute(0, 2, 3, 1).reshape(-1, latents.shape[1]))
             n = min(len(dead), len(z))
             if acc.num_processes > 1:  # the main process's latents decide (``dead`` is the same on every process)
                 n = int(broadcast(torch.tensor([n], device=acc.device)).item())
             lowest = dead[torch.argsort(self.recent[dead], stable=True)[:n]]
-            if ids:  # a restarted code is not tracked as well
-                tracked = torch.ones(len(self.recent), dtype=torch.bool)
-                tracked[lowest] = False
-                keep = tracked[ids[0]]
-                ids[0], targets[0], rates[0] = ids[0][keep], targets[0][keep], rates[0][keep]
-            ids.append(lowest)
-            rates.append(torch.ones(n))
-            if acc.is_main_process:
-                targets.append(_draw(z, n, torch.Generator().manual_seed(self.seed * 1_000_003 + done)).cpu())
+            if hit is not None:  # a restarted code is not tracked as well
+                keep = ~torch.isin(hit, lowest)
+                hit, means = hit[keep], means[keep]
             self.recent[lowest] = self.fresh
             self.restarted += n
-        if not ids:
+        if hit is None and lowest is None:
             return 0
         if acc.is_main_process:  # one move of all the codes: one pass of the bridge
+            ids, targets, rate = [], [], 1.0
+            if hit is not None:
+                ids, targets = [hit], [means]
+                rate = torch.cat([torch.full((len(hit),), self.track), torch.ones(n)])
+            if lowest is not None:
+                ids.append(lowest)
+                targets.append(_draw(z, n, torch.Generator().manual_seed(self.seed * 1_000_003 + done)).cpu())
             device = self.quantize.code_offset.device
-            rate = torch.cat(rates).to(device) if self.track else 1.0
+            rate = rate.to(device) if torch.is_tensor(rate) else rate
             self.quantize.restart_codes(torch.cat(ids).to(device), torch.cat(targets).to(device), rate)
         if acc.num_processes > 1:
             offsets = self.quantize.code_offset
