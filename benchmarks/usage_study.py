@@ -29,6 +29,10 @@ Methods and the trainer options they map to:
             share (evens the codes' shares out)            mean picks of a code in the window: 100 x batch x
                                                             64 / K (batch 64: 32 at 16k, 8 at 65k, 2 at 262k;
                                                             ninth and tenth waves)
+    fvq-t   fvq-e whose picked codes also track their       as fvq-e, plus code_track_rate=0.1 (each step a
+            latents (online k-means)                        picked code moves 0.1 of the way to the mean of
+                                                            its latents; not in the official recipe; eleventh
+                                                            wave)
 
 VQGAN-LC's frozen codebook is built once per K from real pretrained features: the shipped Fashion-MNIST classifier
 (``fullvq_hf.evaluation.fmnist_classifier``), conv feature maps after its second stage (``body[:8]``, (B, 64, 8, 8))
@@ -77,6 +81,8 @@ POSITION_RESTARTS = {"bridge_restart_every": 20}
 CODE_RESTARTS = {"code_restart_every": 1, "code_restart_window": 100, "code_restart_threshold": 2.0}
 # fvq-e's threshold: this many times the mean picks of a code in the window (run_options), the same share at every K
 EVEN_SHARE = 1.28
+# fvq-t: each step a picked code moves this share of the way to the mean of the latents that picked it
+TRACK_RATE = 0.1
 # method -> (label, plot colour, trainer options beyond the preset); FVQ methods also get bridge_for(K, method), and
 # "lc" its frozen codebook (run_options)
 METHOD_SPECS = {
@@ -92,6 +98,8 @@ METHOD_SPECS = {
                   dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
     "fvq-e": ("FVQ + restarts below 1.28x the mean share", "tab:olive",
               dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
+    "fvq-t": ("FVQ + restarts below 1.28x the mean share + code tracking", "tab:cyan",
+              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS, code_track_rate=TRACK_RATE)),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
 METHOD_LABELS = {m: spec[0] for m, spec in METHOD_SPECS.items()}
@@ -422,7 +430,7 @@ def run_options(
     if args.frechet:
         opts["feature_extractor"] = "fashion-mnist-classifier"
     opts.update(METHOD_SPECS[method][2])
-    if method == "fvq-e":
+    if method in ("fvq-e", "fvq-t"):
         mean_picks = CODE_RESTARTS["code_restart_window"] * args.batch_size * TOKENS_PER_IMAGE / k
         opts.update(code_restart_threshold=EVEN_SHARE * mean_picks)
     if method.startswith("fvq"):
@@ -603,7 +611,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"**FVQ + restarts below {EVEN_SHARE}x the mean share** the ViT row with restarts of positions and codes, its "
         f"`code_restart_threshold` {EVEN_SHARE} x the mean picks of a code in the window (100 x batch x "
         f"{TOKENS_PER_IMAGE} / K: 32 at 16,384, 8 at 65,536, 2 at 262,144 with batch 64, where it equals the row "
-        "above; not in the official recipe).",
+        "above; not in the official recipe); "
+        f"**FVQ + restarts below {EVEN_SHARE}x the mean share + code tracking** that row with `code_track_rate={TRACK_RATE}` (every step each picked code moves "
+        f"{TRACK_RATE} of the way to the mean of the latents that picked it, an online k-means step; not in the "
+        "official recipe).",
         "",
     ]
     if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):

@@ -24,3 +24,15 @@ def test_methods_without_code_restarts_get_none(study, tmp_path):
     args = study.parse_args([])
     for method in ("vq", "simvq", "fvq", "fvq-r", "fvq-dit"):
         assert "code_restart_every" not in study.run_options(method, 4096, "annealing", 50, 0, args, tmp_path, None)
+
+
+def test_tracking_row_is_the_even_share_row_plus_code_tracking(study, tmp_path):
+    args = study.parse_args([])
+    for k in (16384, 65536, 262144):
+        even = study.run_options("fvq-e", k, "annealing", 400, 0, args, tmp_path / "e", None)
+        tracked = study.run_options("fvq-t", k, "annealing", 400, 0, args, tmp_path / "t", None)
+        assert tracked.pop("code_track_rate") == 0.1
+        assert "code_track_rate" not in even
+        assert {o: v for o, v in tracked.items() if o != "output_dir"} == {
+            o: v for o, v in even.items() if o != "output_dir"
+        }
