@@ -431,8 +431,10 @@ def run_options(
         opts["feature_extractor"] = "fashion-mnist-classifier"
     opts.update(METHOD_SPECS[method][2])
     if method in ("fvq-e", "fvq-t"):
-        mean_picks = CODE_RESTARTS["code_restart_window"] * args.batch_size * TOKENS_PER_IMAGE / k
-        opts.update(code_restart_threshold=EVEN_SHARE * mean_picks)
+        from fullvq_hf.training.restarts import share_threshold
+
+        window = CODE_RESTARTS["code_restart_window"]
+        opts.update(code_restart_threshold=share_threshold(EVEN_SHARE, window, args.batch_size, TOKENS_PER_IMAGE, k))
     if method.startswith("fvq"):
         opts.update(bridge=bridge_for(k, method))
     elif method == "lc":

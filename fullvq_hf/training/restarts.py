@@ -129,6 +129,14 @@ class BridgePositionRestarts:
         self.restarted = int(state["restarted"])
 
 
+def share_threshold(share: float, window: int, batch_size: int, tokens_per_image: int, codebook_size: int) -> float:
+    """The ``code_restart_threshold`` that restarts the codes picked less than ``share`` x a code's mean picks in
+    ``window`` steps (``window`` x ``batch_size`` x ``tokens_per_image`` / ``codebook_size``, the batch of all
+    processes), so that one share means
+    the same at every codebook size and batch (1.28 at 16,384 codes and batch 64 with 8x8 tokens: 32 picks)."""
+    return share * window * batch_size * tokens_per_image / codebook_size
+
+
 class CodeRestarts:
     """A decayed pick count per code (time constant ``window`` steps, picks of all processes); ``step(done,
     latents)`` restarts the codes below ``threshold`` at multiples of ``every`` and, with ``track`` > 0, moves the
