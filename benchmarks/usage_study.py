@@ -614,9 +614,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
         f"`code_restart_threshold` {EVEN_SHARE} x the mean picks of a code in the window (100 x batch x "
         f"{TOKENS_PER_IMAGE} / K: 32 at 16,384, 8 at 65,536, 2 at 262,144 with batch 64, where it equals the row "
         "above; not in the official recipe); "
-        f"**FVQ + restarts below {EVEN_SHARE}x the mean share + code tracking** that row with `code_track_rate={TRACK_RATE}` (every step each picked code moves "
-        f"{TRACK_RATE} of the way to the mean of the latents that picked it, an online k-means step; not in the "
-        "official recipe).",
+        f"**FVQ + restarts below {EVEN_SHARE}x the mean share + code tracking** that row with "
+        f"`code_track_rate={TRACK_RATE}` (every step each picked code moves {TRACK_RATE} of the way to the mean of "
+        "the latents that picked it, an online k-means step; not in the official recipe).",
         "",
     ]
     if meta.get("lc_codebooks") and any(r["method"] == "lc" for r in rows):

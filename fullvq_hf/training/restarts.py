@@ -132,8 +132,8 @@ class BridgePositionRestarts:
 def share_threshold(share: float, window: int, batch_size: int, tokens_per_image: int, codebook_size: int) -> float:
     """The ``code_restart_threshold`` that restarts the codes picked less than ``share`` x a code's mean picks in
     ``window`` steps (``window`` x ``batch_size`` x ``tokens_per_image`` / ``codebook_size``, the batch of all
-    processes), so that one share means
-    the same at every codebook size and batch (1.28 at 16,384 codes and batch 64 with 8x8 tokens: 32 picks)."""
+    processes), so that one share means the same at every codebook size and batch (1.28 at 16,384 codes and batch 64
+    with 8x8 tokens: 32 picks)."""
     return share * window * batch_size * tokens_per_image / codebook_size
 
 
