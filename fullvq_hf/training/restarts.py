@@ -238,8 +238,7 @@ class CodeRestarts:
             if lowest is not None:
                 ids.append(lowest)
                 targets.append(_draw(z, n, torch.Generator().manual_seed(self.seed * 1_000_003 + done)).cpu())
-            device = self.quantize.code_offset.device
-            rate = rate.to(device) if torch.is_tensor(rate) else rate
+            device = self.quantize.code_offset.device  # restart_codes puts ``rate`` on the targets' device
             self.quantize.restart_codes(torch.cat(ids).to(device), torch.cat(targets).to(device), rate)
         if acc.num_processes > 1:
             offsets = self.quantize.code_offset
