@@ -25,10 +25,11 @@ Methods and the trainer options they map to:
     fvq-dit FVQ with the official recipes' DiT bridge       quantizer_type="vqbridge", bridge="QBridge-S/4"
             (unconditional, fixed sin-cos positions)        (K <= 16384) or "QBridge-S/8" (K > 16384)
     fvq-dit-c  the DiT bridge with the restarts of fvq-c    as fvq-dit, plus fvq-c's restart options
-    fvq-e   fvq-c moving every code below 1.28x the mean   as fvq-c, with code_restart_threshold = 1.28 x the
-            share (evens the codes' shares out)            mean picks of a code in the window: 100 x batch x
-                                                            64 / K (batch 64: 32 at 16k, 8 at 65k, 2 at 262k;
-                                                            ninth and tenth waves)
+    fvq-e   fvq-c moving every code below 1.28x the mean   as fvq-c, with code_restart_share=1.28 for the
+            share (evens the codes' shares out)            threshold: the trainer sets it to 1.28 x the mean
+                                                            picks of a code in the window, 100 x batch x 64 / K
+                                                            (batch 64: 32 at 16k, 8 at 65k, 2 at 262k; ninth
+                                                            and tenth waves)
     fvq-t   fvq-e whose picked codes also track their       as fvq-e, plus code_track_rate=0.1 (each step a
             latents (online k-means)                        picked code moves 0.1 of the way to the mean of
                                                             its latents; not in the official recipe; eleventh
@@ -79,8 +80,11 @@ import torch
 # (fifth wave), single codes every step, those below 2 decayed picks with a 100-step time constant (eighth wave)
 POSITION_RESTARTS = {"bridge_restart_every": 20}
 CODE_RESTARTS = {"code_restart_every": 1, "code_restart_window": 100, "code_restart_threshold": 2.0}
-# fvq-e's threshold: this many times the mean picks of a code in the window (run_options), the same share at every K
+# fvq-e's threshold: this many times the mean picks of a code in the window (the trainer's code_restart_share turns
+# it into a code_restart_threshold), the same share at every K and batch
 EVEN_SHARE = 1.28
+SHARE_RESTARTS = {**{o: v for o, v in CODE_RESTARTS.items() if o != "code_restart_threshold"},
+                  "code_restart_share": EVEN_SHARE}
 # fvq-t: each step a picked code moves this share of the way to the mean of the latents that picked it
 TRACK_RATE = 0.1
 # method -> (label, plot colour, trainer options beyond the preset); FVQ methods also get bridge_for(K, method), and
@@ -97,9 +101,9 @@ METHOD_SPECS = {
     "fvq-dit-c": ("FVQ (DiT bridge) + restarts of positions and codes", "tab:brown",
                   dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
     "fvq-e": ("FVQ + restarts below 1.28x the mean share", "tab:olive",
-              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS)),
+              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **SHARE_RESTARTS)),
     "fvq-t": ("FVQ + restarts below 1.28x the mean share + code tracking", "tab:cyan",
-              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **CODE_RESTARTS, code_track_rate=TRACK_RATE)),
+              dict(quantizer_type="vqbridge", **POSITION_RESTARTS, **SHARE_RESTARTS, code_track_rate=TRACK_RATE)),
 }  # fmt: skip
 METHODS = tuple(METHOD_SPECS)
 METHOD_LABELS = {m: spec[0] for m, spec in METHOD_SPECS.items()}
@@ -430,11 +434,6 @@ def run_options(
     if args.frechet:
         opts["feature_extractor"] = "fashion-mnist-classifier"
     opts.update(METHOD_SPECS[method][2])
-    if method in ("fvq-e", "fvq-t"):
-        from fullvq_hf.training.restarts import share_threshold
-
-        window = CODE_RESTARTS["code_restart_window"]
-        opts.update(code_restart_threshold=share_threshold(EVEN_SHARE, window, args.batch_size, TOKENS_PER_IMAGE, k))
     if method.startswith("fvq"):
         opts.update(bridge=bridge_for(k, method))
     elif method == "lc":

@@ -37,16 +37,14 @@ from fullvq_hf.training.codes import extract_codes
 from fullvq_hf.training.config import make_config
 from fullvq_hf.training.llamagen_trainer import make_llamagen_config
 from fullvq_hf.training.llamagen_trainer import train as train_llamagen
-from fullvq_hf.training.restarts import share_threshold
 from fullvq_hf.training.tokenizer_trainer import train
 
 RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmnist-vq"))
 # FVQ's run adds the package's restarts and code tracking (not in the official recipe): dead bridge positions every
-# 20 steps, every step the codes picked less than EVEN_SHARE x the mean in a 100-step window, and each picked code
-# moves TRACK_RATE of the way to its latents' mean (benchmarks/usage_demo_curves.md, twelfth wave)
-FVQ_RESTARTS = dict(bridge_restart_every=20, code_restart_every=1, code_restart_window=100)
-EVEN_SHARE, TRACK_RATE = 1.28, 0.3
-TOKENS_PER_IMAGE = 64  # 32x32 pixels, downsampled 4x
+# 20 steps, every step the codes picked less than 1.28x a code's mean picks in a 100-step window, and each picked
+# code moves 0.3 of the way to its latents' mean (benchmarks/usage_demo_curves.md, twelfth wave)
+FVQ_RESTARTS = dict(bridge_restart_every=20, code_restart_every=1, code_restart_window=100, code_restart_share=1.28,
+                    code_track_rate=0.3)  # fmt: skip
 # the presets' 300 steps: FVQ with restarts and tracking uses 99% of 16,384 codes there (98.5% at 200 steps), at
 # about 20 minutes for the whole demo on 2 quiet CPU cores
 DEFAULT_TOKENIZER_STEPS, DEFAULT_CODES_IMAGES = 300, 20000
@@ -271,12 +269,7 @@ def main(argv=None):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if short == "fvq" and not args.no_restarts:
-            overrides.update(FVQ_RESTARTS, code_track_rate=TRACK_RATE)
-            cfg = make_config(overrides)  # the preset's batch and codebook size, for the threshold's scale
-            window, batch = FVQ_RESTARTS["code_restart_window"], cfg.batch_size
-            overrides["code_restart_threshold"] = share_threshold(
-                EVEN_SHARE, window, batch, TOKENS_PER_IMAGE, cfg.codebook_size
-            )
+            overrides.update(FVQ_RESTARTS)
         t0 = time.time()
         stats = train(make_config(overrides))
         stats["seconds"] = round(time.time() - t0, 1)

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from fullvq_hf import FVQModel
 from fullvq_hf.training.config import make_config
 from fullvq_hf.training.restarts import CodeRestarts
-from fullvq_hf.training.tokenizer_trainer import train
+from fullvq_hf.training.tokenizer_trainer import code_restart_threshold, train
 
 
 def _fvq(**kw):
@@ -247,6 +247,30 @@ def test_code_tracking_says_what_it_needs(tmp_path):
         CodeRestarts(_fvq(code_offsets=True), every=2, window=3, accelerator=acc, track=0.1).update(torch.tensor([1]))
     with pytest.raises(ValueError, match="set --code-restart-every too"):
         _run(tmp_path / "no-restarts", code_restart_every=0, code_track_rate=0.1)
+
+
+@pytest.mark.parametrize("batch, accumulation, expected", [(8, 1, 64.0), (4, 2, 64.0), (2, 1, 16.0)])
+def test_code_restart_share_is_a_threshold_scaled_to_the_global_batch_tokens_and_codebook(batch, accumulation, expected):
+    # cpu-fmnist-fvq at 1,024 codes: 32 x 32 pixels, 4x down = 64 tokens; 1.28 x 100 x (8 x 1) x 64 / 1024 = 64
+    cfg = make_config(dict(preset="cpu-fmnist-fvq", codebook_size=1024, batch_size=batch, code_restart_every=1,
+                           gradient_accumulation_steps=accumulation, code_restart_share=1.28))  # fmt: skip
+    model = _fvq(code_offsets=True, codebook_size=1024, block_out_channels=(8, 8, 8))
+    assert model.latent_shape(32, 32) == (8, 8)
+    assert code_restart_threshold(cfg, model) == pytest.approx(expected)
+    assert code_restart_threshold(cfg, model, num_processes=2) == pytest.approx(2 * expected)
+    cfg.code_restart_share = None
+    assert code_restart_threshold(cfg, model) == cfg.code_restart_threshold == 1.0
+
+
+def test_code_restart_share_says_what_it_needs(tmp_path):
+    model = _fvq(code_offsets=True)
+    both = make_config(dict(preset="cpu-tiny", code_restart_every=1, code_restart_threshold=2.0, code_restart_share=1.0))
+    with pytest.raises(ValueError, match="both set the code restarts' threshold; give one of them"):
+        code_restart_threshold(both, model)
+    with pytest.raises(ValueError, match="must be positive, got 0.0"):
+        code_restart_threshold(make_config(dict(preset="cpu-tiny", code_restart_every=1, code_restart_share=0.0)), model)
+    with pytest.raises(ValueError, match="code_restart_share=1.0 sets the threshold.*set --code-restart-every too"):
+        _run(tmp_path / "no-restarts", code_restart_every=0, code_restart_share=1.0)
 
 
 def test_trainer_with_code_tracking_resumes_exactly(tmp_path):

@@ -3,6 +3,9 @@
 import pytest
 from helpers import benchmark_module
 
+from fullvq_hf.training.config import make_config
+from fullvq_hf.training.tokenizer_trainer import build_model, code_restart_threshold
+
 
 @pytest.fixture(scope="module")
 def study():
@@ -13,8 +16,11 @@ def study():
 def test_even_share_threshold_is_the_same_share_at_every_k(study, tmp_path, batch, expected):
     args = study.parse_args(["--batch-size", str(batch)])
     opts = [study.run_options("fvq-e", k, "annealing", 400, 0, args, tmp_path, None) for k in (16384, 65536, 262144)]
-    assert [o["code_restart_threshold"] for o in opts] == expected
+    assert all(o["code_restart_share"] == 1.28 and "code_restart_threshold" not in o for o in opts)
     assert all(o["code_restart_every"] == 1 and o["code_restart_window"] == 100 for o in opts)
+    # the trainer turns the share into exactly the thresholds the study's fvq-e rows were measured with
+    configs = [make_config(o) for o in opts]
+    assert [code_restart_threshold(cfg, build_model(cfg)) for cfg in configs] == expected
     assert [o["bridge"] for o in opts] == ["S/4", "S/8", "S/8"]
     fixed = study.run_options("fvq-c", 16384, "annealing", 400, 0, args, tmp_path, None)
     assert fixed["code_restart_threshold"] == 2.0

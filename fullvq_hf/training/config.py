@@ -196,6 +196,11 @@ class TokenizerTrainingConfig(TrainingConfig):
         1.0, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
         "window; 2: also the rarely picked ones)"
     )
+    code_restart_share: float | None = option(
+        None, "instead of --code-restart-threshold: move the codes picked less than this times a code's mean picks in "
+        "the window (window x global batch x tokens per image / codebook size), so that one value means the same at "
+        "every codebook size and batch (e.g. 1.28); none = use the threshold"
+    )
     code_track_rate: float = option(
         0.0, "with --code-restart-every: every step, each code picked moves this fraction of the way to the mean of "
         "the latents that picked it (an online k-means step on its offset); 0 = off"

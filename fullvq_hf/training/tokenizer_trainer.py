@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import inspect
 import logging
+import math
 import time
 
 import torch
@@ -41,7 +42,7 @@ from .losses import (
     hinge_d_loss,
     hinge_g_loss,
 )
-from .restarts import BridgePositionRestarts, CodeRestarts
+from .restarts import BridgePositionRestarts, CodeRestarts, share_threshold
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,32 @@ def model_param_groups(model: torch.nn.Module, lr: float, bridge_lr_multiplier: 
     return [{"params": rest, "lr": lr}, {"params": bridge, "lr": lr * bridge_lr_multiplier}]
 
 
+def code_restart_threshold(
+    cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCModel, num_processes: int = 1
+) -> float:
+    """``code_restart_threshold``, or with ``code_restart_share`` the threshold of that share of a code's mean picks
+    in the window, from the run's global batch, the model's tokens per image and its codebook size
+    (``restarts.share_threshold``). Giving both, or a share without ``code_restart_every``, is a ValueError."""
+    share = cfg.code_restart_share
+    if share is None:
+        return cfg.code_restart_threshold
+    if not cfg.code_restart_every:
+        raise ValueError(
+            f"code_restart_share={share} sets the threshold of the code restarts; set --code-restart-every too "
+            "(e.g. 1), or leave code_restart_share unset."
+        )
+    if cfg.code_restart_threshold != TokenizerTrainingConfig.__dataclass_fields__["code_restart_threshold"].default:
+        raise ValueError(
+            f"code_restart_threshold={cfg.code_restart_threshold} and code_restart_share={share} both set the code "
+            "restarts' threshold; give one of them."
+        )
+    if not share > 0:
+        raise ValueError(f"code_restart_share must be positive, got {share}.")
+    global_batch = cfg.batch_size * num_processes * cfg.gradient_accumulation_steps
+    tokens_per_image = math.prod(model.latent_shape(cfg.resolution, cfg.resolution))
+    return share_threshold(share, cfg.code_restart_window, global_batch, tokens_per_image, model.codebook_size)
+
+
 class TokenizerTask(Task):
     """What differs for a tokenizer: the model (+ PatchGAN discriminator), the losses of one step, the export of
     the inference (folded) and training models, and the evaluation."""
@@ -344,12 +371,16 @@ class TokenizerTask(Task):
                 f"code_track_rate={cfg.code_track_rate} moves codes through the offsets of the code restarts; set "
                 "--code-restart-every too (e.g. 1), or leave code_track_rate at 0."
             )
-        self.code_restarts = (
-            CodeRestarts(model, cfg.code_restart_every, cfg.code_restart_window, accelerator,
-                         cfg.code_restart_threshold, cfg.seed, cfg.code_track_rate)  # fmt: skip
-            if cfg.code_restart_every
-            else None
-        )
+        self.code_restarts = None
+        if cfg.code_restart_every:
+            threshold = code_restart_threshold(cfg, model, accelerator.num_processes)
+            if cfg.code_restart_share is not None:
+                accelerator.print(f"code restarts below {threshold:g} decayed picks ({cfg.code_restart_share:g}x the "
+                                  f"mean share of a code in {cfg.code_restart_window} steps)")  # fmt: skip
+            self.code_restarts = CodeRestarts(model, cfg.code_restart_every, cfg.code_restart_window, accelerator,
+                                              threshold, cfg.seed, cfg.code_track_rate)  # fmt: skip
+        elif cfg.code_restart_share is not None:
+            code_restart_threshold(cfg, model)  # the error saying what the share needs
         adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
                                                        **adam))]
