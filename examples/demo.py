@@ -45,8 +45,8 @@ RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmn
 # code moves 0.3 of the way to its latents' mean (benchmarks/usage_demo_curves.md, twelfth wave)
 FVQ_RESTARTS = dict(bridge_restart_every=20, code_restart_every=1, code_restart_window=100, code_restart_share=1.28,
                     code_track_rate=0.3)  # fmt: skip
-# the presets' 300 steps: FVQ with restarts and tracking uses 99% of 16,384 codes there (98.5% at 200 steps), at
-# about 20 minutes for the whole demo on 2 quiet CPU cores
+# the presets' 300 steps: FVQ with restarts and tracking uses 99% of 16,384 codes there (98.5% at 200 steps); with
+# the generator preset's 600 steps the whole demo takes over 20 minutes on 2 quiet CPU cores
 DEFAULT_TOKENIZER_STEPS, DEFAULT_CODES_IMAGES = 300, 20000
 GUIDANCE_SCALE, TOP_K = 3.0, 200
 
@@ -77,7 +77,7 @@ def parse_args(argv=None):
         default=DEFAULT_CODES_IMAGES,
         help="training images tokenized for the generator (default %(default)s; 60000 = all)",
     )
-    p.add_argument("--generator-steps", type=int, default=None, help="generator training steps (preset: 300)")
+    p.add_argument("--generator-steps", type=int, default=None, help="generator training steps (preset: 600)")
     p.add_argument(
         "--samples-per-class", type=int, default=100, help="generated images per class for the scores"
     )
