@@ -136,8 +136,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # A short run underfits, so no dropout but the label dropout CFG needs, and a high constant lr: on the demo's
     # codes this reached loss 6.53 and 35% classifier accuracy at CFG 3, against 8.44 and chance (10%) with
     # LlamaGen's dropouts, lr 1e-3 cosine and batch 32 for 200 steps. 600 steps (about two passes over the demo's
-    # 20,000 images): 76% classifier accuracy at CFG 3, against 52-60% after 300, where it sits on the edge of
-    # learning the classes (benchmarks/usage_demo_curves.md, thirteenth wave).
+    # 20,000 images): 66-76% classifier accuracy at CFG 3 on two machines' demo codes, against 52-60% after 300,
+    # where it sits on the edge of learning the classes (benchmarks/usage_demo_curves.md, thirteenth wave).
     "cpu-fmnist-gpt": dict(model="GPT-B", hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                            token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0,
                            batch_size=64, learning_rate=3e-3, scale_lr=False, lr_scheduler="constant",
