@@ -294,7 +294,9 @@ def test_inception_metrics_stream_equals_one_shot():
     with torch.no_grad():
         fr, (ff, lf) = net(real).double(), net.features_and_logits(fake)
     expected = frechet_distance(fr.mean(0), torch.cov(fr.T), ff.double().mean(0), torch.cov(ff.double().T))
-    assert out["inception_fid"] == pytest.approx(expected, rel=1e-9, abs=1e-12) and out["inception_fid"] > 0
+    # float32 features of batches of 7 against one batch of 24: the kernels may block the GEMMs differently (1e-8
+    # relative on an AMX Xeon), while a wrong streaming formula (e.g. the biased covariance) is off by percents
+    assert out["inception_fid"] == pytest.approx(expected, rel=1e-6) and out["inception_fid"] > 0
     assert (out["inception_score"], out["inception_score_std"]) == pytest.approx(inception_score(lf, 3), rel=1e-6)
     assert out["num_real"] == out["num_fake"] == 24
     same = InceptionMetrics(net, is_splits=2)
@@ -531,7 +533,7 @@ def test_evaluate_tokenizer_reports_lpips_and_inception_metrics(tmp_path):
     out = evaluate_tokenizer(model, ds, transform, batch_size=4, progress=False, inception=_TinyInception(),
                              lpips=lpips, is_splits=2)  # fmt: skip
     assert out["num_images"] == 6 and out["lpips_net"] == "alex" and out["inception_protocol"] == "tiny"
-    assert out["lpips"] > 0 and out["inception_fid"] > 0 and out["inception_score"] >= 1.0
+    assert out["lpips"] > 0 and out["inception_fid"] > 0 and out["inception_score"] >= 1.0 - 1e-9  # exp(KL) >= 1
     # the LPIPS mean is the mean over images of the module's distances
     pixels = torch.stack([transform(im) for im in images])
     with torch.no_grad():
@@ -566,7 +568,7 @@ def test_eval_cli_with_weight_files_end_to_end(tmp_path, inception):
                 "--split", "train", "--center-crop", "--inception-weights", str(tmp_path / "fid"), "--is-splits", "2",
                 "--lpips", "alex", "--lpips-weights", str(tmp_path / "alexnet.pth"), str(tmp_path / "alex.pth"),
                 "--output", str(tmp_path / "results.json")])  # fmt: skip
-    assert out["num_images"] == 4 and math.isfinite(out["inception_fid"]) and out["inception_score"] >= 1.0
+    assert out["num_images"] == 4 and math.isfinite(out["inception_fid"]) and out["inception_score"] >= 1.0 - 1e-9
     assert math.isfinite(out["lpips"]) and out["inception_protocol"] == "torch-fidelity"
     assert datasets is not None
 
