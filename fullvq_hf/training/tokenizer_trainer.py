@@ -315,15 +315,10 @@ def code_restart_threshold(
 ) -> float:
     """``code_restart_threshold``, or with ``code_restart_share`` the threshold of that share of a code's mean picks
     in the window, from the run's global batch, the model's tokens per image and its codebook size
-    (``restarts.share_threshold``). Giving both, or a share without ``code_restart_every``, is a ValueError."""
+    (``restarts.share_threshold``). Giving both, or a share that is not positive, is a ValueError."""
     share = cfg.code_restart_share
     if share is None:
         return cfg.code_restart_threshold
-    if not cfg.code_restart_every:
-        raise ValueError(
-            f"code_restart_share={share} sets the threshold of the code restarts; set --code-restart-every too "
-            "(e.g. 1), or leave code_restart_share unset."
-        )
     if cfg.code_restart_threshold != TokenizerTrainingConfig.__dataclass_fields__["code_restart_threshold"].default:
         raise ValueError(
             f"code_restart_threshold={cfg.code_restart_threshold} and code_restart_share={share} both set the code "
@@ -366,11 +361,13 @@ class TokenizerTask(Task):
             BridgePositionRestarts(model, cfg.bridge_restart_every, accelerator) if cfg.bridge_restart_every else None
         )
         self._restart_checked = -1  # the step whose restart is done (micro-batches of one step share it)
-        if cfg.code_track_rate and not cfg.code_restart_every:
-            raise ValueError(
-                f"code_track_rate={cfg.code_track_rate} moves codes through the offsets of the code restarts; set "
-                "--code-restart-every too (e.g. 1), or leave code_track_rate at 0."
-            )
+        needs_restarts = {"code_track_rate": "moves codes through the offsets of the code restarts",
+                          "code_restart_share": "sets the threshold of the code restarts"}  # fmt: skip
+        for name, what in needs_restarts.items():
+            if getattr(cfg, name) and not cfg.code_restart_every:
+                raise ValueError(
+                    f"{name}={getattr(cfg, name)} {what}; set --code-restart-every too (e.g. 1), or leave {name} unset."
+                )
         self.code_restarts = None
         if cfg.code_restart_every:
             threshold = code_restart_threshold(cfg, model, accelerator.num_processes)
@@ -379,8 +376,6 @@ class TokenizerTask(Task):
                                   f"mean share of a code in {cfg.code_restart_window} steps)")  # fmt: skip
             self.code_restarts = CodeRestarts(model, cfg.code_restart_every, cfg.code_restart_window, accelerator,
                                               threshold, cfg.seed, cfg.code_track_rate)  # fmt: skip
-        elif cfg.code_restart_share is not None:
-            code_restart_threshold(cfg, model)  # the error saying what the share needs
         adam = dict(betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         parts = [Part("model", model, torch.optim.Adam(model_param_groups(model, lr, cfg.bridge_lr_multiplier), lr=lr,
                                                        **adam))]
