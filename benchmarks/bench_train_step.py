@@ -4,10 +4,13 @@ Two measures, each in fresh subprocesses that import either the base commit's ``
 PYTHONPATH), alternating old/new (and which goes first) round after round, so a machine shared with other work
 slows both alike:
 
-    step    one training step of the demo preset ``cpu-fmnist-fvq`` (16,384 codes, dim 8, VQBridge S/4, batch 64 of
+    step    one training step of the tokenizer preset ``cpu-fmnist-fvq`` (16,384 codes, dim 8, VQBridge S/4, batch 64 of
             real Fashion-MNIST): forward, MSE + quantizer loss, backward, grad clipping, Adam, as the trainer does;
             with the step's floating-point operations (torch's FlopCounterMode) and a 2048^2 sgemm's rate measured in
             the same subprocess, so the table says how far the step runs from what the cores can compute
+    gstep   one training step of the demo's generator (preset ``cpu-fmnist-gpt``: 4 layers of width 128 over 8 x 8
+            tokens of 16,384 codes, batch 64 of seeded random tokens): loss, backward, grad clipping, AdamW; the
+            losses of the timed steps are compared (rounded to 3 decimals, they must be equal)
     search  the exact nearest-code search ``nearest_codes`` at dim 8: ``--search-tokens`` tokens against 262,144
             codes; the time of a 262k train-split evaluation search (3.84M tokens) is extrapolated from it, and the
             ids of both versions are compared (must be identical)
@@ -33,6 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SPLIT_TOKENS = 60000 * 64  # Fashion-MNIST train split at 8x8 tokens
+MODES = ("step", "gstep", "search")
 
 CHILD = r"""
 import hashlib, json, os, resource, sys, time
@@ -79,6 +83,29 @@ if mode == "step":
     for _ in range(5):
         a @ b
     gemm = 5 * 2 * 2048**3 / (time.perf_counter() - g0)
+elif mode == "gstep":
+    flops = gemm = None
+    from fullvq_hf.training.llamagen_trainer import build_model, make_llamagen_config
+    torch.manual_seed(0)
+    facts = dict(num_tokens=64, grid=(8, 8), codebook_size=16384, label_range=(0, 9), num_classes=10,
+                 class_names=None)
+    model = build_model(make_llamagen_config({"preset": "cpu-fmnist-gpt"}), facts).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.95))
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 16384, (n + 2, 64, 64), generator=g)
+    classes = torch.randint(0, 10, (n + 2, 64), generator=g)
+    def step(i):
+        loss = model(input_ids=tokens[i], class_labels=classes[i], labels=tokens[i]).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss.item()
+    step(0); step(1)  # warm-up
+    t0 = usage()
+    losses = [step(i + 2) for i in range(n)]
+    t1 = usage()
+    digest = json.dumps([round(x, 3) for x in losses])  # the same training: the losses agree to 3 decimals
 else:
     flops = gemm = None
     from fullvq_hf import nearest_codes
@@ -93,7 +120,7 @@ else:
     n = 1
 print("@@" + json.dumps({"wall": (t1[0] - t0[0]) / n, "user": (t1[1] - t0[1]) / n, "sys": (t1[2] - t0[2]) / n,
                          "minflt": (t1[3] - t0[3]) / n, "threads": torch.get_num_threads(),
-                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "ids_sha256": digest,
+                         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "result": digest,
                          "step_flops": flops, "gemm_flops_per_s": gemm}))
 """
 
@@ -124,7 +151,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=4, help="timed training steps per subprocess")
     p.add_argument("--search-tokens", type=int, default=16384)
-    p.add_argument("--only", choices=["step", "search"], default=None)
+    p.add_argument("--only", choices=MODES, action="append", help="measures to run (default: all)")
     p.add_argument("--base-env", action="append", default=[], metavar="KEY=VALUE",
                    help="extra environment of the old runs only, e.g. OMP_WAIT_POLICY=PASSIVE to separate the "
                         "code's gains from the new process settings")  # fmt: skip
@@ -134,13 +161,13 @@ def main(argv=None) -> dict:
     base = Path(args.base_src)
     ensure_base(base, args.base_commit)
     versions = {"old": base, "new": REPO}
-    modes = [m for m in ("step", "search") if args.only in (None, m)]
+    modes = [m for m in MODES if not args.only or m in args.only]
     runs = {m: {"old": [], "new": []} for m in modes}
     for r in range(args.rounds):
         for mode in modes:
             order = ("old", "new") if r % 2 == 0 else ("new", "old")
             for v in order:
-                n = args.steps if mode == "step" else args.search_tokens
+                n = args.search_tokens if mode == "search" else args.steps
                 extra = dict(kv.split("=", 1) for kv in args.base_env) if v == "old" else None
                 res = run_child(versions[v], mode, n, args.timeout, extra)
                 runs[mode][v].append(res)
@@ -164,9 +191,10 @@ def main(argv=None) -> dict:
         s["per_round_wall_ratios"] = [
             o["wall"] / n["wall"] for o, n in zip(runs[mode]["old"], runs[mode]["new"])
         ]
+        if mode in ("search", "gstep"):
+            digests = {x["result"] for v in ("old", "new") for x in runs[mode][v]}
+            s["results_identical"] = len(digests) == 1
         if mode == "search":
-            digests = {x["ids_sha256"] for v in ("old", "new") for x in runs[mode][v]}
-            s["ids_identical"] = len(digests) == 1
             scale = TRAIN_SPLIT_TOKENS / args.search_tokens
             s["train_split_eval_minutes"] = {v: s[v]["wall"] * scale / 60 for v in ("old", "new")}
         summary[mode] = s
@@ -182,7 +210,7 @@ def main(argv=None) -> dict:
              f"{summary[modes[0]]['old']['omp_wait_policy']}, new: {summary[modes[0]]['new']['omp_wait_policy']}.", "",
              "| measure | old wall | new wall | wall ratio | old CPU (user+sys) | new CPU | CPU ratio | old sys | new sys |",
              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    names = {"step": "training step, cpu-fmnist-fvq (s)",
+    names = {"step": "training step, cpu-fmnist-fvq (s)", "gstep": "generator training step, cpu-fmnist-gpt (s)",
              "search": f"nearest_codes {args.search_tokens} tokens x 262,144 codes, dim 8 (s)"}  # fmt: skip
     for mode in modes:
         s = summary[mode]
@@ -197,9 +225,11 @@ def main(argv=None) -> dict:
             x = summary["step"][v]
             lines.append(f"| {v} | {x['step_flops'] / 1e9:.1f} | {x['step_flops_per_s'] / 1e9:.0f} | "
                          f"{x['gemm_flops_per_s'] / 1e9:.0f} | {x['step_flops_per_s'] / x['gemm_flops_per_s']:.0%} |")
+    if "gstep" in summary:
+        lines += ["", f"Generator losses of old and new equal to 3 decimals: **{summary['gstep']['results_identical']}**."]
     if "search" in summary:
         s = summary["search"]
-        lines += ["", f"Search ids of old and new identical: **{s['ids_identical']}**. Extrapolated search time of a "
+        lines += ["", f"Search ids of old and new identical: **{s['results_identical']}**. Extrapolated search time of a "
                   f"262k train-split evaluation (3.84M tokens): old {s['train_split_eval_minutes']['old']:.1f} min, "
                   f"new {s['train_split_eval_minutes']['new']:.1f} min (wall, this machine's load)."]  # fmt: skip
     lines += ["", "Command: `python benchmarks/bench_train_step.py " + " ".join(argv or sys.argv[1:]) + "`"]

@@ -189,6 +189,65 @@ def test_top_k_and_top_p_restrict_the_support():
     assert set(full.unique().tolist()) == {0, 1, 2, 3, 4}
 
 
+def test_training_loss_without_logits_matches_the_reference():
+    """In training mode with labels the loss comes from torch's chunked linear_cross_entropy, without logits.
+    Vocabulary 2^16: blocks of 64 rows on CPU, so the 5 x 16 positions take two blocks. Tolerance: float32 sums
+    in another order (1e-5 relative on the loss, 1e-6 absolute on gradients of magnitude ~1e-2)."""
+    model = tiny_gpt(
+        vocab_size=2**16, token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0, class_dropout_prob=0.0
+    ).train()
+    ids = torch.randint(0, 2**16, (5, GRID * GRID))
+    classes = torch.tensor([0, 1, 9, 3, 10])
+    labels = ids[:, :12].clone()  # fewer labels than positions, some ignored
+    labels[1, 3:7] = -100
+
+    def run(**kwargs):
+        model.zero_grad()
+        out = model(ids, classes, labels=labels, **kwargs)
+        out.loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fused, fused_grads = run()  # training mode + labels: skip_logits
+    reference, reference_grads = run(skip_logits=False)
+    assert fused.logits is None and reference.logits.shape == (5, GRID * GRID, 2**16)
+    manual = torch.nn.functional.cross_entropy(
+        reference.logits[:, :12].reshape(-1, 2**16), labels.reshape(-1), ignore_index=-100
+    )
+    assert torch.allclose(reference.loss, manual)
+    assert fused.loss.dtype == torch.float32
+    assert math.isclose(fused.loss.item(), reference.loss.item(), rel_tol=1e-5)
+    for name, grad in reference_grads.items():
+        assert torch.allclose(fused_grads[name], grad, atol=1e-6, rtol=1e-4), name
+    assert fused_grads["output.weight"].abs().max() > 1e-3  # the head is trained through the chunked op
+    # eval mode keeps the logits; skip_logits=True there (and under no_grad) gives the same loss
+    model.eval()
+    assert model(ids, classes, labels=labels).logits is not None
+    with torch.no_grad():
+        assert math.isclose(
+            model(ids, classes, labels=labels, skip_logits=True).loss.item(), reference.loss.item(), rel_tol=1e-5
+        )
+    with pytest.raises(ValueError, match="skip_logits=True returns only the loss: pass labels"):
+        model(ids, classes, skip_logits=True)
+
+
+def test_training_loss_keeps_the_heads_hooks_and_autocast():
+    """A hooked head (adapters, offloading) and autocast take the reference path: the hook sees the logits."""
+    model = tiny_gpt(class_dropout_prob=0.0, token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0)
+    model.train()
+    ids = torch.randint(0, VOCAB, (2, GRID * GRID))
+    reference = model(ids, torch.tensor([1, 2]), labels=ids, skip_logits=False).loss
+    seen = []
+    handle = model.output.register_forward_hook(lambda module, args, out: seen.append(out.shape))
+    out = model(ids, torch.tensor([1, 2]), labels=ids)
+    handle.remove()
+    assert seen == [(2, GRID * GRID, VOCAB)] and out.logits is None  # the hook sees (B, n, V) as before
+    assert torch.allclose(out.loss, reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(ids, torch.tensor([1, 2]), labels=ids)
+    assert low.logits is None and low.loss.dtype == torch.float32
+    assert abs(low.loss.item() - reference.item()) < 0.05 * reference.item()
+
+
 def test_gradient_checkpointing_gives_the_same_gradients():
     model = tiny_gpt(
         token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0, class_dropout_prob=0.0

@@ -456,6 +456,26 @@ def _without_guidance(config):
 
 
 # --------------------------------------------------------------------------------------------------- models
+def head_cross_entropy(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of ``head(hidden)`` (..., vocab) against ``labels`` (...; -100 ignored), without materialising
+    the logits: torch's chunked ``F.linear_cross_entropy`` (torch >= 2.13) computes them a block of rows at a time
+    and the head's gradients in the same pass. On CPU blocks of 2^22 logits (256 rows of a 16,384-code vocabulary)
+    stay in cache. The logits are computed and dropped (the reference path) where torch lacks the op, under autocast
+    (the chunked op would return the loss in the autocast dtype, the reference path gives float32), and where the
+    head is not a plain ``nn.Linear`` or carries hooks (adapters, offloading)."""
+    options_class = getattr(nn, "LinearCrossEntropyOptions", None)
+    plain = type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks)
+    if options_class is None or not plain or torch.is_autocast_enabled(hidden.device.type):
+        logits = head(hidden).float()
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    if hidden.device.type == "cpu":
+        options = options_class(chunking_method=None, batch_chunk_size=max(16, 2**22 // head.out_features))
+    else:
+        options = options_class()  # torch's per-device default
+    rows = hidden.reshape(-1, hidden.shape[-1])
+    return F.linear_cross_entropy(rows, head.weight, labels.reshape(-1), ignore_index=-100, options=options).float()
+
+
 class LlamaGenPreTrainedModel(HubPushMixin, PreTrainedModel):
     config_class = LlamaGenConfig
     base_model_prefix = "llamagen"
@@ -485,6 +505,8 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
     grid's N; n = 0 or None gives the first token's distribution), ``class_labels`` (B,) in [0, num_classes]
     (num_classes is the null class). Returns ``logits`` (B, min(n + 1, N), vocab_size) where ``logits[:, i]`` predicts
     token i, and with ``labels`` (usually ``labels=input_ids``; -100 is ignored) the mean cross-entropy ``loss``.
+    In training mode with ``labels`` (``skip_logits``, as Liger Kernel's models and transformers' ``Trainer`` name it)
+    only the loss is computed, by ``head_cross_entropy``, and ``logits`` is None.
     With a transformers ``cache`` that already holds positions, ``input_ids`` continue the sequence (no class label).
 
     ``sample(class_labels, guidance_scale=...)`` generates token grids (B, H, W) with a static KV cache;
@@ -603,6 +625,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        skip_logits: bool | None = None,
     ) -> CausalLMOutputWithPast | tuple:
         r"""
         Args:
@@ -622,10 +645,12 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
             output_hidden_states (`bool`, *optional*): Return the input embeddings and each layer's output (the last
                 after the final norm): num_hidden_layers + 1 tensors (B, T, hidden_size).
             logits_to_keep (`int` or `torch.Tensor`, *optional*): Compute logits for the last n positions only.
+            skip_logits (`bool`, *optional*): Return only the loss (needs `labels`), computed without materialising
+                the (B, n, vocab_size) logits; `logits` is None. Default: True in training mode with `labels`.
 
         Returns:
-            [`CausalLMOutputWithPast`] (`loss`, `logits` (B, T, vocab_size) float32, `cache`, `hidden_states`,
-            `attentions`), or its tuple (None fields left out) with `return_dict=False`.
+            [`CausalLMOutputWithPast`] (`loss`, `logits` (B, T, vocab_size) float32 (None with `skip_logits`), `cache`,
+            `hidden_states`, `attentions`), or its tuple (None fields left out) with `return_dict=False`.
         """
         output_attentions = bool(
             output_attentions if output_attentions is not None else self.config.output_attentions
@@ -691,19 +716,27 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
         h = self.norm(h)
         if output_hidden_states:
             all_hidden += (h,)
-        logits = self.output(slice_logits_to_keep(h, logits_to_keep)).float()  # (B, T, V)
+        if skip_logits is None:
+            skip_logits = self.training and labels is not None
+        if skip_logits and labels is None:
+            raise ValueError("skip_logits=True returns only the loss: pass labels (usually labels=input_ids)")
+        h = slice_logits_to_keep(h, logits_to_keep)
+        logits = None if skip_logits else self.output(h).float()  # (B, T, V)
 
         loss = None
         if labels is not None:
-            labels = labels.to(logits.device)
-            if labels.shape[0] != logits.shape[0] or labels.shape[1] > logits.shape[1]:
+            labels = labels.to(h.device)
+            if labels.shape[0] != h.shape[0] or labels.shape[1] > h.shape[1]:
                 raise ValueError(
-                    f"labels {tuple(labels.shape)} do not fit logits {tuple(logits.shape[:2])}; pass labels=input_ids"
+                    f"labels {tuple(labels.shape)} do not fit logits {tuple(h.shape[:2])}; pass labels=input_ids"
                 )
-            scored = logits[:, : labels.shape[1]]
-            loss = F.cross_entropy(
-                scored.reshape(-1, scored.shape[-1]), labels.reshape(-1), ignore_index=-100
-            )
+            if skip_logits:
+                loss = head_cross_entropy(h[:, : labels.shape[1]], self.output, labels)
+            else:
+                scored = logits[:, : labels.shape[1]]
+                loss = F.cross_entropy(
+                    scored.reshape(-1, scored.shape[-1]), labels.reshape(-1), ignore_index=-100
+                )
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
