@@ -259,14 +259,16 @@ def test_code_restart_share_is_a_threshold_scaled_to_the_global_batch_tokens_and
     assert code_restart_threshold(cfg, model) == pytest.approx(expected)
     assert code_restart_threshold(cfg, model, num_processes=2) == pytest.approx(2 * expected)
     cfg.code_restart_share = None
-    assert code_restart_threshold(cfg, model) == cfg.code_restart_threshold == 1.0
+    assert cfg.code_restart_threshold is None and code_restart_threshold(cfg, model) == 1.0
 
 
 def test_code_restart_share_says_what_it_needs(tmp_path):
     model = _fvq(code_offsets=True)
-    both = make_config(dict(preset="cpu-tiny", code_restart_every=1, code_restart_threshold=2.0, code_restart_share=1.0))
-    with pytest.raises(ValueError, match="both set the code restarts' threshold; give one of them"):
-        code_restart_threshold(both, model)
+    for threshold in (2.0, 1.0):  # 1.0, the value an unset threshold stands for, is caught too
+        both = make_config(dict(preset="cpu-tiny", code_restart_every=1, code_restart_threshold=threshold,
+                                code_restart_share=1.0))  # fmt: skip
+        with pytest.raises(ValueError, match="both set the code restarts' threshold; give one of them"):
+            code_restart_threshold(both, model)
     with pytest.raises(ValueError, match="must be positive, got 0.0"):
         code_restart_threshold(make_config(dict(preset="cpu-tiny", code_restart_every=1, code_restart_share=0.0)), model)
     with pytest.raises(ValueError, match="code_restart_share=1.0 sets the threshold.*set --code-restart-every too"):

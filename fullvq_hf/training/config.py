@@ -192,9 +192,9 @@ class TokenizerTrainingConfig(TrainingConfig):
         100, "time constant in steps of the decayed pick count of --code-restart-every (about a code's picks in that "
         "many recent steps): choose it so that its tokens are several times the codebook size"
     )
-    code_restart_threshold: float = option(
-        1.0, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
-        "window; 2: also the rarely picked ones)"
+    code_restart_threshold: float | None = option(
+        None, "--code-restart-every moves the codes whose decayed pick count is below this (1: about no pick in the "
+        "window; 2: also the rarely picked ones); none = 1, or what --code-restart-share gives"
     )
     code_restart_share: float | None = option(
         None, "instead of --code-restart-threshold: move the codes picked less than this times a code's mean picks in "

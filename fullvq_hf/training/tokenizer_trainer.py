@@ -313,13 +313,13 @@ def model_param_groups(model: torch.nn.Module, lr: float, bridge_lr_multiplier: 
 def code_restart_threshold(
     cfg: TokenizerTrainingConfig, model: FVQModel | VQGANLCModel, num_processes: int = 1
 ) -> float:
-    """``code_restart_threshold``, or with ``code_restart_share`` the threshold of that share of a code's mean picks
-    in the window, from the run's global batch, the model's tokens per image and its codebook size
+    """``code_restart_threshold`` (unset: 1), or with ``code_restart_share`` the threshold of that share of a code's
+    mean picks in the window, from the run's global batch, the model's tokens per image and its codebook size
     (``restarts.share_threshold``). Giving both, or a share that is not positive, is a ValueError."""
     share = cfg.code_restart_share
     if share is None:
-        return cfg.code_restart_threshold
-    if cfg.code_restart_threshold != TokenizerTrainingConfig.__dataclass_fields__["code_restart_threshold"].default:
+        return 1.0 if cfg.code_restart_threshold is None else cfg.code_restart_threshold
+    if cfg.code_restart_threshold is not None:
         raise ValueError(
             f"code_restart_threshold={cfg.code_restart_threshold} and code_restart_share={share} both set the code "
             "restarts' threshold; give one of them."
