@@ -46,7 +46,7 @@ RUNS = (("FVQ (VQBridge)", "fvq", "cpu-fmnist-fvq"), ("plain VQ", "vq", "cpu-fmn
 FVQ_RESTARTS = dict(bridge_restart_every=20, code_restart_every=1, code_restart_window=100, code_restart_share=1.28,
                     code_track_rate=0.3)  # fmt: skip
 # the presets' 300 steps: FVQ with restarts and tracking uses 99% of 16,384 codes there (98.5% at 200 steps); with
-# the generator preset's 600 steps the whole demo takes over 20 minutes on 2 quiet CPU cores
+# the generator preset's 600 steps the whole demo takes about 18 minutes on 2 quiet CPU cores
 DEFAULT_TOKENIZER_STEPS, DEFAULT_CODES_IMAGES = 300, 20000
 GUIDANCE_SCALE, TOP_K = 3.0, 200
 

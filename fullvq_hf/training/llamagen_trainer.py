@@ -132,7 +132,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fvq-c2i-gpt-xl": {**_FVQ_C2I, "model": "GPT-XL", "batch_size": 64, "global_batch_size": 1024,
                        "max_steps": 350 * (IMAGENET_TRAIN_IMAGES // 1024), "sample_guidance_scale": 1.65},
     # Fashion-MNIST demo: 8 x 8 tokens of a 16,384-code tokenizer (cpu-fmnist-fvq), 10 classes. 5.2M parameters
-    # (half of them the 16,384-way output head, which dominates the cost): ~1 step/s on 2 quiet CPU cores.
+    # (half of them the 16,384-way output head, which dominates the cost): ~1.6 steps/s on 2 quiet CPU cores.
     # A short run underfits, so no dropout but the label dropout CFG needs, and a high constant lr: on the demo's
     # codes this reached loss 6.53 and 35% classifier accuracy at CFG 3, against 8.44 and chance (10%) with
     # LlamaGen's dropouts, lr 1e-3 cosine and batch 32 for 200 steps. 600 steps (about two passes over the demo's
