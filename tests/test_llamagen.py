@@ -231,7 +231,8 @@ def test_training_loss_without_logits_matches_the_reference():
 
 
 def test_training_loss_keeps_the_heads_hooks_and_autocast():
-    """A hooked head (adapters, offloading) and autocast take the reference path: the hook sees the logits."""
+    """A hooked head (adapters, offloading), autocast and bf16 weights take the reference path: the hook sees the
+    logits, the loss is float32."""
     model = tiny_gpt(class_dropout_prob=0.0, token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0)
     model.train()
     ids = torch.randint(0, VOCAB, (2, GRID * GRID))
@@ -246,6 +247,11 @@ def test_training_loss_keeps_the_heads_hooks_and_autocast():
         low = model(ids, torch.tensor([1, 2]), labels=ids)
     assert low.logits is None and low.loss.dtype == torch.float32
     assert abs(low.loss.item() - reference.item()) < 0.05 * reference.item()
+    model.to(torch.bfloat16)  # bf16 weights: the reference path too, so the loss is not rounded to bf16
+    assert torch.equal(
+        model(ids, torch.tensor([1, 2]), labels=ids).loss,
+        model(ids, torch.tensor([1, 2]), labels=ids, skip_logits=False).loss,
+    )
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -460,12 +460,13 @@ def head_cross_entropy(hidden: torch.Tensor, head: nn.Module, labels: torch.Tens
     """Mean cross-entropy of ``head(hidden)`` (..., vocab) against ``labels`` (...; -100 ignored), without materialising
     the logits: torch's chunked ``F.linear_cross_entropy`` (torch >= 2.13) computes them a block of rows at a time
     and the head's gradients in the same pass. On CPU blocks of 2^22 logits (256 rows of a 16,384-code vocabulary)
-    stay in cache. The logits are computed and dropped (the reference path) where torch lacks the op, under autocast
-    (the chunked op would return the loss in the autocast dtype, the reference path gives float32), and where the
-    head is not a plain ``nn.Linear`` or carries hooks (adapters, offloading)."""
+    stay in cache. The logits are computed and dropped (the reference path) where torch lacks the op, outside float32
+    (under autocast or with bf16/fp16 weights the chunked op returns the loss rounded to that dtype; the reference
+    path's is float32), and where the head is not a plain ``nn.Linear`` or carries hooks (adapters, offloading)."""
     options_class = getattr(nn, "LinearCrossEntropyOptions", None)
     plain = type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks)
-    if options_class is None or not plain or torch.is_autocast_enabled(hidden.device.type):
+    float32 = hidden.dtype == head.weight.dtype == torch.float32
+    if options_class is None or not plain or not float32 or torch.is_autocast_enabled(hidden.device.type):
         logits = head(hidden).float()
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
     if hidden.device.type == "cpu":
