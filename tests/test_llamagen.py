@@ -191,13 +191,14 @@ def test_top_k_and_top_p_restrict_the_support():
 
 def test_training_loss_without_logits_matches_the_reference():
     """In training mode with labels the loss comes from torch's chunked linear_cross_entropy, without logits.
-    Vocabulary 2^16: blocks of 64 rows on CPU, so the 5 x 16 positions take two blocks. Tolerance: float32 sums
-    in another order (1e-5 relative on the loss, 1e-6 absolute on gradients of magnitude ~1e-2)."""
+    Vocabulary 2^16: blocks of 64 rows on CPU, so the 6 x 12 scored positions take two blocks (64 + 8 rows).
+    Tolerance: float32 sums in another order (1e-5 relative on the loss, 1e-6 absolute on gradients of magnitude
+    ~1e-2)."""
     model = tiny_gpt(
         vocab_size=2**16, token_dropout_prob=0.0, resid_dropout_prob=0.0, ffn_dropout_prob=0.0, class_dropout_prob=0.0
     ).train()
-    ids = torch.randint(0, 2**16, (5, GRID * GRID))
-    classes = torch.tensor([0, 1, 9, 3, 10])
+    ids = torch.randint(0, 2**16, (6, GRID * GRID))
+    classes = torch.tensor([0, 1, 9, 3, 10, 4])
     labels = ids[:, :12].clone()  # fewer labels than positions, some ignored
     labels[1, 3:7] = -100
 
@@ -209,7 +210,7 @@ def test_training_loss_without_logits_matches_the_reference():
 
     fused, fused_grads = run()  # training mode + labels: skip_logits
     reference, reference_grads = run(skip_logits=False)
-    assert fused.logits is None and reference.logits.shape == (5, GRID * GRID, 2**16)
+    assert fused.logits is None and reference.logits.shape == (6, GRID * GRID, 2**16)
     manual = torch.nn.functional.cross_entropy(
         reference.logits[:, :12].reshape(-1, 2**16), labels.reshape(-1), ignore_index=-100
     )
