@@ -456,6 +456,11 @@ def _without_guidance(config):
 
 
 # --------------------------------------------------------------------------------------------------- models
+def logits_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of float ``logits`` (..., vocab) against ``labels`` (...; -100 ignored)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
 def head_cross_entropy(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``head(hidden)`` (..., vocab) against ``labels`` (...; -100 ignored), without materialising
     the logits: torch's chunked ``F.linear_cross_entropy`` (torch >= 2.13) computes them a block of rows at a time
@@ -467,8 +472,7 @@ def head_cross_entropy(hidden: torch.Tensor, head: nn.Module, labels: torch.Tens
     plain = type(head) is nn.Linear and head.bias is None and not (head._forward_hooks or head._forward_pre_hooks)
     float32 = hidden.dtype == head.weight.dtype == torch.float32
     if options_class is None or not plain or not float32 or torch.is_autocast_enabled(hidden.device.type):
-        logits = head(hidden).float()
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return logits_cross_entropy(head(hidden).float(), labels)
     if hidden.device.type == "cpu":
         options = options_class(chunking_method=None, batch_chunk_size=max(16, 2**22 // head.out_features))
     else:
@@ -734,10 +738,7 @@ class LlamaGenForConditionalGeneration(LlamaGenPreTrainedModel, GenerationMixin)
             if skip_logits:
                 loss = head_cross_entropy(h[:, : labels.shape[1]], self.output, labels)
             else:
-                scored = logits[:, : labels.shape[1]]
-                loss = F.cross_entropy(
-                    scored.reshape(-1, scored.shape[-1]), labels.reshape(-1), ignore_index=-100
-                )
+                loss = logits_cross_entropy(logits[:, : labels.shape[1]], labels)
         output = CausalLMOutputWithPast(
             loss=loss,
             logits=logits,
